@@ -1,0 +1,190 @@
+"""Training a model on a data set: seeded batches, metrics per epoch, and runs that survive Ctrl-C.
+
+The loop is the same for the LNS engine and the float32 baseline: both see
+the same initial weights (the baseline decodes the LNS model's master
+copies) and the same batches (lnsnet.data.iterate_batches orders an epoch by
+(seed, epoch) alone).  A run is a position (epoch, batch) plus the engine's
+state, so a checkpoint taken anywhere, Ctrl-C included, resumes to the same
+final weights as a run that never stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from lnsnet.data import batch_count, iterate_batches
+
+MODELS = ("mlp", "lenet")
+OPTIMIZERS = ("madam", "sgd", "adam")
+# The paper's Madam lr; usual values for the additive two (SGD with momentum 0.9).
+DEFAULT_LR = {"madam": 0.01, "sgd": 0.05, "adam": 0.001}
+SGD_MOMENTUM = 0.9
+# Master weights keep at least this many octaves of dynamic range below their largest value.
+MASTER_OCTAVES = 16
+EVAL_BATCH = 1000
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "mnist"
+    model: str = "mlp"
+    optimizer: str = "madam"
+    bits: int = 8
+    gamma: int = 8
+    update_bits: int = 16
+    accumulate: str = "linear"
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float | None = None
+    seed: int = 0
+    float32: bool = False
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+
+def master_gamma(update_bits: int, forward_gamma: int) -> int:
+    """The finest gamma (at least the forward one) that keeps MASTER_OCTAVES of range in update_bits."""
+    span = (1 << (update_bits - 1)) - 2
+    gamma = forward_gamma
+    while span // (2 * gamma) >= MASTER_OCTAVES:
+        gamma *= 2
+    return gamma
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+
+
+@dataclass
+class Position:
+    """Where a run is: the next batch to train is batch `batch` of epoch `epoch` (both from 0)."""
+    epoch: int = 0
+    batch: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C (or SIGTERM) after saving where it was."""
+
+    def __init__(self, position: Position, path):
+        super().__init__(f"interrupted at epoch {position.epoch + 1}, batch {position.batch}; "
+                         f"saved to {path}" if path else "interrupted")
+        self.position, self.path = position, path
+
+
+def evaluate(engine, images, labels, batch_size: int = EVAL_BATCH) -> float:
+    """Accuracy of the engine's predictions, in batches."""
+    if len(labels) == 0:
+        return float("nan")
+    correct = 0
+    for lo in range(0, len(labels), batch_size):
+        correct += int((engine.predict(images[lo:lo + batch_size]) == labels[lo:lo + batch_size]).sum())
+    return correct / len(labels)
+
+
+class Trainer:
+    """Runs epochs of an engine over a data set, keeping metrics and a resumable position."""
+
+    def __init__(self, config: TrainConfig, engine, dataset, *, progress: bool = True,
+                 checkpoint_path=None, interrupt_path=None):
+        """checkpoint_path: saved after every epoch; interrupt_path: saved on Ctrl-C
+        (default checkpoint_path)."""
+        self.config, self.engine, self.dataset = config, engine, dataset
+        self.progress = progress
+        self.checkpoint_path = checkpoint_path
+        self.interrupt_path = interrupt_path or checkpoint_path
+        self.position = Position()
+        self.history: list[EpochMetrics] = []
+
+    # ---- resumable state -----------------------------------------------------
+    def run_state(self) -> dict:
+        return {"config": asdict(self.config), "position": asdict(self.position),
+                "history": [asdict(m) for m in self.history]}
+
+    def restore_run_state(self, state: dict) -> None:
+        self.position = Position(**state["position"])
+        self.history = [EpochMetrics(**m) for m in state["history"]]
+
+    def save(self, path) -> None:
+        self.engine.save(path, json.dumps(self.run_state()))
+
+    # ---- the loop ------------------------------------------------------------
+    def run(self) -> list[EpochMetrics]:
+        cfg, data = self.config, self.dataset
+        while self.position.epoch < cfg.epochs:
+            try:
+                self._train_epoch()
+            except KeyboardInterrupt:
+                if self.interrupt_path is not None:
+                    self.save(self.interrupt_path)
+                raise Interrupted(self.position, self.interrupt_path) from None
+            pos = self.position
+            test_acc = evaluate(self.engine, data.test_images, data.test_labels)
+            self.history.append(EpochMetrics(
+                epoch=pos.epoch + 1, train_loss=pos.loss_sum / max(pos.seen, 1),
+                train_accuracy=pos.correct / max(pos.seen, 1), test_accuracy=test_acc,
+                seconds=pos.seconds))
+            if self.progress:
+                m = self.history[-1]
+                print(f"epoch {m.epoch}/{cfg.epochs}: loss {m.train_loss:.4f}  train acc "
+                      f"{100 * m.train_accuracy:.2f}%  test acc {100 * m.test_accuracy:.2f}%  "
+                      f"({m.seconds:.1f} s)", flush=True)
+            self.position = Position(epoch=pos.epoch + 1)
+            if self.checkpoint_path is not None:
+                self.save(self.checkpoint_path)
+        return self.history
+
+    def _train_epoch(self) -> None:
+        cfg, data, pos = self.config, self.dataset, self.position
+        total = batch_count(len(data.train_labels), cfg.batch_size)
+        batches = iterate_batches(data.train_images, data.train_labels, cfg.batch_size,
+                                  seed=cfg.seed, epoch=pos.epoch, start_batch=pos.batch)
+        bar = _progress_bar(total, pos.batch, f"epoch {pos.epoch + 1}/{cfg.epochs}", self.progress)
+        try:
+            for images, labels in batches:
+                start = time.perf_counter()
+                loss, correct = self.engine.train_batch(images, labels)
+                # The batch counts as done only once its step has been applied,
+                # so an interruption never loses or repeats a step.
+                pos.seconds += time.perf_counter() - start
+                pos.batch += 1
+                pos.loss_sum += loss * len(labels)
+                pos.correct += correct
+                pos.seen += len(labels)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{pos.loss_sum / pos.seen:.3f}",
+                                    acc=f"{100 * pos.correct / pos.seen:.1f}%",
+                                    img_s=f"{pos.seen / max(pos.seconds, 1e-9):.0f}")
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _progress_bar(total: int, done: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=done, desc=description, unit="batch", leave=False,
+                dynamic_ncols=True)
+
+
+def metrics_record(config: TrainConfig, history: list[EpochMetrics], **extra) -> dict:
+    """The --metrics record: the config, one entry per epoch, the final test accuracy."""
+    record = {"config": asdict(config), "epochs": [asdict(m) for m in history],
+              "final_test_accuracy": history[-1].test_accuracy if history else None}
+    record.update(extra)
+    return record
