@@ -32,8 +32,13 @@ from dataclasses import dataclass, field
 from lnsnet.format import LNSFormat
 from lnsnet.optim import DEFAULT_STATE_FORMAT
 from lnsnet.tables import POW2_BITS
+from lnsnet.train import TrainConfig
 
 PHASES = ("forward", "backward", "update")
+# LNS-8 is costed as `lnsnet train` runs by default: its forward format and master bits.
+TRAIN_DEFAULTS = TrainConfig()
+LNS_FORWARD = LNSFormat(TRAIN_DEFAULTS.bits, TRAIN_DEFAULTS.gamma)
+LNS_MASTER_BITS = TRAIN_DEFAULTS.update_bits
 
 # ---- 3. energy per operation ---------------------------------------------------
 # Horowitz, ISSCC 2014, 45 nm, 0.9 V: energy per operation in picojoules.
@@ -398,8 +403,9 @@ def _madam_float(width: int) -> tuple:
 FLOAT_EXP = (("fp multiplies", "fp_mult", 32, 4), ("fp adds", "fp_add", 32, 4))
 
 
-def lns_arithmetic(mode: str = "linear", fmt: LNSFormat = LNSFormat(8, 8), *, master_bits: int = 16,
-                   state: LNSFormat = DEFAULT_STATE_FORMAT, acc_bits: int = 64) -> Arithmetic:
+def lns_arithmetic(mode: str = "linear", fmt: LNSFormat = LNS_FORWARD, *,
+                   master_bits: int = LNS_MASTER_BITS, state: LNSFormat = DEFAULT_STATE_FORMAT,
+                   acc_bits: int = 64) -> Arithmetic:
     """LNS as lnsnet's kernels do it (DESIGN.md section 2) in one accumulation mode.
 
     acc_bits: the linear accumulator (lnsnet's is int64, so that no reduction
@@ -448,8 +454,9 @@ def lns_arithmetic(mode: str = "linear", fmt: LNSFormat = LNSFormat(8, 8), *, ma
                       note=f"{acc_bits}-bit accumulator" if mode != "logadd" else "⊕ chain")
 
 
-def lns_binned_arithmetic(fmt: LNSFormat = LNSFormat(8, 8), *, acc_bits: int = 24,
-                          master_bits: int = 16, state: LNSFormat = DEFAULT_STATE_FORMAT) -> Arithmetic:
+def lns_binned_arithmetic(fmt: LNSFormat = LNS_FORWARD, *, acc_bits: int = 24,
+                          master_bits: int = LNS_MASTER_BITS,
+                          state: LNSFormat = DEFAULT_STATE_FORMAT) -> Arithmetic:
     """Linear LNS accumulation arranged for hardware: each product's 2^q is added into the
     accumulator of its remainder r (a shift and a narrow add, no table), and POW2[r]
     multiplies each of the gamma partial sums once per output.  This is the kind of
@@ -460,8 +467,9 @@ def lns_binned_arithmetic(fmt: LNSFormat = LNSFormat(8, 8), *, acc_bits: int = 2
     recipes = dict(base.recipes)
     recipes["product"] = (("exponent adds", "int_add", e, 1),) + narrow
     recipes["term"] = narrow
-    recipes["reduction"] = (("int multiplies", "int_mult", acc_bits, g),
-                            ("accumulator adds", "int_add", acc_bits + POW2_BITS, g)) + base.recipes["reduction"]
+    apply_pow2 = (("int multiplies", "int_mult", acc_bits, g),
+                  ("accumulator adds", "int_add", acc_bits + POW2_BITS, g))
+    recipes["reduction"] = apply_pow2 + base.recipes["reduction"]
     return Arithmetic(f"LNS-{e} linear, binned", base.bits, recipes, forward_copy=True,
                       note=f"{acc_bits}-bit accumulators, one per remainder")
 
@@ -561,10 +569,11 @@ Assumptions:
 - Table reads, shifts, leading-one detection and compares are costed as integer adds of
   their width; integer adds scale linearly and multiplies as a power law between
   Horowitz's 8- and 32-bit figures; BF16 is costed as FP16 (an upper bound).
-- LNS-8: 8-bit weights, activations and gradients (gamma 8), 16-bit master weights, the
-  optimizer's state at lnsnet's default state format; the linear and mitchell modes use
-  lnsnet's 64-bit accumulator and read POW2 for every product (mitchell needs no table);
-  logadd does one ⊕ (two exponent adds and an SB/DB read) per product.
+- LNS-8 as `lnsnet train` runs by default: 8-bit weights, activations and gradients
+  (gamma 8), 16-bit master weights, the optimizer's state in lnsnet's default state format.
+  The linear and mitchell modes use lnsnet's 64-bit accumulator and read POW2 for every
+  product (mitchell needs no table); logadd does one ⊕ (two exponent adds and an SB/DB
+  read) per product.
 - 'LNS-8 linear, binned' sums 2^q per remainder in 24-bit accumulators and applies POW2
   once per remainder per output: a hardware arrangement, not what lnsnet's kernels do.
 - FP16/BF16 multiply in 16 bits and accumulate in FP32; INT8 multiplies in 8 bits and
@@ -618,6 +627,7 @@ def energy_table(estimates: list[Estimate]) -> list[str]:
         phases = "".join(f"{(est.compute_pj[p] + est.memory_pj[p]) / 1e6:>10.3f}" for p in PHASES)
         lines.append(f"  {est.arithmetic.name:<24}{phases}{compute / 1e6:>10.3f}{memory / 1e6:>10.3f}"
                      f"{est.total_pj / 1e6:>10.3f}{(est.total_pj / reference - 1) * 100:>+8.1f}%")
+    lines += [f"    {est.arithmetic.name}: {est.arithmetic.note}" for est in estimates if est.arithmetic.note]
     return lines
 
 
@@ -632,7 +642,7 @@ def comparison(work: Work, estimates: list[Estimate], memory: str) -> list[str]:
         return (1 - est.total_pj / reference.total_pj) * 100
 
     by_level = ", ".join(
-        f"{level} {saving(estimate(work, engine.arithmetic, level), estimate(work, fp32.arithmetic, level)):.0f}%"
+        f"{level} {saving(*(estimate(work, e.arithmetic, level) for e in (engine, fp32))):.0f}%"
         for level in MEMORY_LEVELS)
     memory_share = sum(engine.memory_pj.values()) / engine.total_pj * 100
     update_share = (engine.compute_pj["update"] + engine.memory_pj["update"]) / engine.total_pj * 100

@@ -59,14 +59,12 @@ _TOKEN = re.compile(r"\s*(?:(?P<number>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)"
 def _tokens(text: str) -> list[tuple[str, str, int]]:
     """(kind, text, position) triples; kind is 'number' or the symbol itself."""
     tokens, pos = [], 0
-    text = text.replace("−", "-").replace("×", "*")
+    text = text.replace("−", "-").replace("×", "*").rstrip()
     while pos < len(text):
-        if text[pos:].strip() == "":
-            break
         match = _TOKEN.match(text, pos)
         if not match:
-            word = re.match(r"\s*(\S+)", text[pos:]).group(1)
-            start = text.index(word, pos)
+            start = len(text) - len(text[pos:].lstrip())
+            word = text[start:].split()[0]
             raise ExplainError(
                 f"cannot read {word!r} at position {start}: expected a decimal number, one of "
                 f"+ - * /, or a bracketed list (NaN and infinity have no LNS code)")
@@ -178,7 +176,8 @@ def in_steps(approx: float, exact: float, gamma: int) -> str:
 
 def code_bits(code: int, bits: int) -> str:
     """'0 1111101 = 0x7d': sign bit, magnitude field, hex."""
-    return f"{code >> (bits - 1)} {code & ((1 << (bits - 1)) - 1):0{bits - 1}b} = 0x{code:0{(bits + 3) // 4}x}"
+    magnitude = code & ((1 << (bits - 1)) - 1)
+    return f"{code >> (bits - 1)} {magnitude:0{bits - 1}b} = 0x{code:0{(bits + 3) // 4}x}"
 
 
 def _scalar(x) -> int:
@@ -352,7 +351,7 @@ def linear_walk(ps, px, tables: Tables, mode: str, indent: str = "    ") -> tupl
                  f"of 2^(r/{g}), so no table is needed in hardware (the wiring does it)"]
     else:
         table, name = tables.pow2, "POW2"
-        lines = [f"{indent}POW2[r] = round(2^(r/{g}) * 2^{POW2_BITS}), a {g}-entry table"]
+        lines = [f"{indent}POW2[r] = round(2^(r/{g}) * 2^{POW2_BITS}), a table of {g} entries"]
     live = [i for i, s in enumerate(ps) if s != 0]
     if not live:
         lines.append(f"{indent}every product is zero: the sum is 0")
@@ -482,7 +481,8 @@ def configure(parser):
                         help='a number ("3.14"), an operation ("2.5 + 0.3"; + - * /) or a dot product '
                              '("[1.5, -2, 0.25] . [3, 0.5, 8]"); put -- before one that starts with -')
     parser.add_argument("--bits", type=int, default=8, help="bits per value (default 8)")
-    parser.add_argument("--gamma", type=int, default=8, help="exponent steps per octave, a power of two (default 8)")
+    parser.add_argument("--gamma", type=int, default=8,
+                        help="exponent steps per octave, a power of two (default 8)")
     parser.add_argument("--mode", choices=MODES + ("all",), default="all",
                         help="accumulation mode(s) for a dot product (default: all three)")
     parser.add_argument("--scale", type=int, default=None,

@@ -3,15 +3,43 @@
 Everything else calls the kernels through lnsnet.kernels, which asks
 `enabled()` whether to use C or the NumPy references.  LNSNET_NATIVE=0 forces
 the references.
+
+Each function here has the signature of its NumPy reference and returns the
+same integers, dtypes and shapes.  Before every call it does what the C side
+cannot: broadcasting, conversion to contiguous int8 signs and int64
+exponents, shape checks, and sizing the output and scratch buffers, so that
+no Python call can make a kernel read or write out of bounds.  Inputs the C
+kernels are not written for (exponents beyond +-2**50, far outside the
+engine's +-1000 octaves; a fixed-point fraction that is not a plain integer)
+go to the NumPy reference instead.
+
+LNSNET_SIMD=portable|avx2|avx512 caps the SIMD code the kernels choose at
+run time (for comparing them); by default they use the best the CPU has.
 """
 from __future__ import annotations
 
+import math
 import os
+
+import numpy as np
+
+from lnsnet.kernels import accumulate as _accumulate
+from lnsnet.kernels import fixed as _fixed
+from lnsnet.kernels.elementwise import broadcast
+from lnsnet.tables import MANT_BITS, POW2_BITS, Tables
 
 try:
     from lnsnet._native_c import ffi, lib
 except ImportError:  # not compiled: the NumPy references take over
     ffi = lib = None
+
+SIMD_LEVELS = ("portable", "avx2", "avx512")
+# Exponents the C kernels take: their int64 sums and shifts cannot overflow.
+EXP_BOUND = 1 << 50
+FRAC_BOUND = 1 << 40
+
+_C_TYPES = {np.dtype(np.int8): "int8_t[]", np.dtype(np.int32): "int32_t[]",
+            np.dtype(np.int64): "int64_t[]"}
 
 
 def available() -> bool:
@@ -22,3 +50,226 @@ def available() -> bool:
 def enabled() -> bool:
     """True when kernels run in C: built, and not switched off by LNSNET_NATIVE=0."""
     return available() and os.environ.get("LNSNET_NATIVE", "1") != "0"
+
+
+def simd_level() -> str:
+    """The SIMD code the C kernels use: 'avx512', 'avx2' or 'portable'."""
+    return ffi.string(lib.lns_simd_level()).decode() if available() else "none"
+
+
+def limit_simd(name: str) -> str:
+    """Use at most the named SIMD level (tests compare them); returns the level in use."""
+    if name not in SIMD_LEVELS:
+        raise ValueError(f"SIMD level {name!r} is not one of {SIMD_LEVELS}")
+    lib.lns_simd_limit(SIMD_LEVELS.index(name))
+    return simd_level()
+
+
+_threads = 1
+
+
+def threads() -> int:
+    """Threads the C matmul uses (OpenMP's default: one per core)."""
+    return _threads
+
+
+def set_threads(count: int) -> None:
+    global _threads
+    if count < 1:
+        raise ValueError(f"threads must be at least 1, got {count}")
+    _threads = int(count)
+
+
+if available():
+    if (lib.LNS_POW2_BITS, lib.LNS_MANT_BITS, lib.LNS_FIXED_CEIL_BITS) != (
+            POW2_BITS, MANT_BITS, _fixed.FIXED_CEIL_BITS):
+        raise ImportError("lnsnet._native_c was built for other table constants; rebuild it")
+    _threads = max(1, lib.lns_num_threads())
+    if os.environ.get("LNSNET_SIMD"):
+        limit_simd(os.environ["LNSNET_SIMD"])
+
+
+# ---- buffers -----------------------------------------------------------------
+
+def _buf(arr: np.ndarray):
+    """A cffi view of a C-contiguous int8/int32/int64 array (no copy)."""
+    if not arr.flags.c_contiguous:
+        raise ValueError("native: internal error, a buffer is not contiguous")
+    return ffi.from_buffer(_C_TYPES[arr.dtype], arr)
+
+
+def _signs(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int8)
+
+
+def _exps(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _in_bounds(*exps: np.ndarray) -> bool:
+    return all(x.size == 0 or (int(x.min()) >= -EXP_BOUND and int(x.max()) <= EXP_BOUND)
+               for x in exps)
+
+
+_tables_cache: dict[int, tuple] = {}
+
+
+def _c_tables(tables: Tables):
+    """The lns_tables struct for these tables, built once (checked, then cached)."""
+    cached = _tables_cache.get(id(tables))
+    if cached is not None and cached[0] is tables:
+        return cached[1]
+    gamma, f = int(tables.gamma), int(tables.frac_bits)
+    if gamma != 1 << f or not 0 <= f <= 16:
+        raise ValueError(f"native: tables with gamma={gamma}, frac_bits={f} are inconsistent")
+    arrays = {
+        "pow2": _exps(tables.pow2), "mitchell": _exps(tables.mitchell),
+        "bound": _exps(tables.bound), "log2": np.ascontiguousarray(tables.log2, dtype=np.int32),
+        # an empty correction table means "always 0": one zero entry says the same
+        "sb": np.ascontiguousarray(tables.sb if len(tables.sb) else [0], dtype=np.int32),
+        "db": np.ascontiguousarray(tables.db if len(tables.db) else [0], dtype=np.int32),
+    }
+    for name in ("pow2", "mitchell", "bound"):
+        if arrays[name].shape != (gamma,):
+            raise ValueError(f"native: {name} table has shape {arrays[name].shape}, expected ({gamma},)")
+    for name in ("pow2", "mitchell"):
+        if arrays[name].min() < 0 or arrays[name].max() >= 1 << (POW2_BITS + 1):
+            raise ValueError(f"native: {name} entries must lie in 0..2**{POW2_BITS + 1}")
+    log2 = arrays["log2"]
+    if log2.shape != (2 * gamma,) or log2.min() < 0 or log2.max() > gamma:
+        raise ValueError(f"native: log2 table must have {2 * gamma} entries in 0..{gamma}")
+    struct = ffi.new("lns_tables *")
+    struct.frac_bits = f
+    views = {name: ffi.from_buffer(_C_TYPES[a.dtype], a) for name, a in arrays.items()}
+    for name, view in views.items():
+        setattr(struct, name, view)
+    struct.n_sb = len(arrays["sb"])
+    struct.n_db = len(arrays["db"])
+    _tables_cache[id(tables)] = (tables, struct, arrays, views)
+    return struct
+
+
+# ---- elementwise ----------------------------------------------------------------
+
+def _gaussian(sa, xa, sb, xb, tables: Tables, negate_b: bool):
+    sa, xa, sb, xb = broadcast(sa, xa, sb, xb)
+    shape = sa.shape
+    sa, sb = _signs(sa), _signs(sb)
+    xa, xb = _exps(xa), _exps(xb)
+    out_s = np.empty(shape, dtype=np.int8)
+    out_x = np.empty(shape, dtype=np.int64)
+    lib.lns_add(out_s.size, _buf(sa), _buf(xa), _buf(sb), _buf(xb), int(negate_b),
+                _c_tables(tables), _buf(out_s), _buf(out_x))
+    return out_s, out_x
+
+
+def add(sa, xa, sb, xb, tables: Tables):
+    """⊕ (lnsnet.kernels.elementwise.add) in C."""
+    return _gaussian(sa, xa, sb, xb, tables, negate_b=False)
+
+
+def sub(sa, xa, sb, xb, tables: Tables):
+    """⊖ (lnsnet.kernels.elementwise.sub) in C."""
+    return _gaussian(sa, xa, sb, xb, tables, negate_b=True)
+
+
+# ---- fixed point ------------------------------------------------------------------
+
+def to_fixed(sign, exp, frac: int, tables: Tables) -> np.ndarray:
+    """lnsnet.kernels.fixed.to_fixed in C."""
+    sign, exp = np.broadcast_arrays(np.asarray(sign), np.asarray(exp, dtype=np.int64))
+    shape = sign.shape
+    sign, exp = _signs(sign), _exps(exp)
+    if (not isinstance(frac, (int, np.integer)) or isinstance(frac, bool)
+            or abs(int(frac)) > FRAC_BOUND or not _in_bounds(exp)):
+        return _fixed.to_fixed(sign.reshape(shape), exp.reshape(shape), frac, tables)
+    out = np.empty(shape, dtype=np.int64)
+    lib.lns_to_fixed(out.size, _buf(sign), _buf(exp), int(frac), _c_tables(tables), _buf(out))
+    return out
+
+
+def from_fixed(value, e0, tables: Tables):
+    """lnsnet.kernels.fixed.from_fixed in C.  As there, the sign has value's
+    shape and the exponent the shape of value and e0 broadcast."""
+    value = np.asarray(value, dtype=np.int64)
+    v, e = np.broadcast_arrays(value, np.asarray(e0, dtype=np.int64))
+    shape = v.shape
+    v, e = _exps(v), _exps(e)
+    out_s = np.empty(shape, dtype=np.int8)
+    out_x = np.empty(shape, dtype=np.int64)
+    lib.lns_from_fixed(out_s.size, _buf(v), _buf(e), _c_tables(tables), _buf(out_s), _buf(out_x))
+    if value.shape != shape:
+        out_s = np.sign(value).astype(np.int8)
+    return out_s, out_x
+
+
+# ---- reductions ---------------------------------------------------------------------
+
+_MODE_IDS = {"linear": 0, "logadd": 1, "mitchell": 2}
+
+
+def _margin(k: int, mode: str) -> int:
+    return 0 if mode == "logadd" else _accumulate.left_margin(k)
+
+
+def lns_sum(sign, exp, tables: Tables, axis=-1, mode: str = "linear"):
+    """lnsnet.kernels.accumulate.lns_sum in C."""
+    _accumulate.check_mode(mode)
+    sign = np.moveaxis(np.asarray(sign), axis, -1)
+    exp = np.moveaxis(np.asarray(exp, dtype=np.int64), axis, -1)
+    sign, exp = np.broadcast_arrays(sign, exp)
+    shape = sign.shape
+    k = shape[-1]
+    margin = _margin(k, mode)
+    sign, exp = _signs(sign), _exps(exp)
+    if not _in_bounds(exp):
+        return _accumulate.lns_sum(sign.reshape(shape), exp.reshape(shape), tables, -1, mode)
+    out_s = np.empty(shape[:-1], dtype=np.int8)
+    out_x = np.empty(shape[:-1], dtype=np.int64)
+    lib.lns_sum(out_s.size, k, _buf(sign), _buf(exp), _MODE_IDS[mode], margin,
+                _c_tables(tables), _buf(out_s), _buf(out_x))
+    return out_s, out_x
+
+
+def _batch_offsets(own_batch: tuple, batch: tuple, matrix_size: int) -> np.ndarray:
+    """Element offset of each batch element's matrix in a contiguous operand
+    whose own batch shape broadcasts to `batch` (no copy for shared operands)."""
+    index = np.arange(math.prod(own_batch), dtype=np.int64).reshape(own_batch)
+    return np.ascontiguousarray(np.broadcast_to(index, batch).ravel() * matrix_size)
+
+
+def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
+    """lnsnet.kernels.accumulate.matmul in C: 2-D, or batched with NumPy's rules."""
+    sa, xa, sb, xb = (np.asarray(v) for v in (sa, xa, sb, xb))
+    if sa.ndim < 2 or sb.ndim < 2:
+        raise ValueError(f"matmul needs operands of at least 2 dimensions, got {sa.shape} and {sb.shape}")
+    if sa.shape[-1] != sb.shape[-2]:
+        raise ValueError(f"matmul: inner sizes differ: {sa.shape} @ {sb.shape}")
+    try:
+        batch = np.broadcast_shapes(sa.shape[:-2], sb.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch shapes of {sa.shape} and {sb.shape} do not broadcast") from None
+    _accumulate.check_mode(mode)
+    sa, xa = np.broadcast_arrays(sa, xa)
+    sb, xb = np.broadcast_arrays(sb, xb)
+    (m, k), n = sa.shape[-2:], sb.shape[-1]
+    margin = _margin(k, mode)
+    sa, sb = _signs(sa), _signs(sb)
+    xa, xb = _exps(xa), _exps(xb)
+    if not _in_bounds(xa, xb):
+        return _accumulate.matmul(sa, xa, sb, xb, tables, mode)
+    a_offsets = _batch_offsets(sa.shape[:-2], batch, m * k)
+    b_offsets = _batch_offsets(sb.shape[:-2], batch, k * n)
+    count = len(a_offsets)
+    out_s = np.empty(batch + (m, n), dtype=np.int8)
+    out_x = np.empty(batch + (m, n), dtype=np.int64)
+    c_tables = _c_tables(tables)
+    words = lib.lns_matmul_scratch_words(count, m, k, n, _MODE_IDS[mode], c_tables.frac_bits,
+                                         _threads)
+    scratch = np.empty(max(words, 1), dtype=np.int64)
+    status = lib.lns_matmul(count, m, k, n, _buf(sa), _buf(xa), _buf(a_offsets),
+                            _buf(sb), _buf(xb), _buf(b_offsets), _MODE_IDS[mode], margin,
+                            c_tables, _buf(scratch), words, _threads, _buf(out_s), _buf(out_x))
+    if status != 0:
+        raise RuntimeError(f"native matmul failed with status {status}")
+    return out_s, out_x

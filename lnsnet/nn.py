@@ -135,13 +135,20 @@ class Module:
             if isinstance(value, Module):
                 yield name, value
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, Parameter) in attribute order, depth first."""
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, Parameter) in attribute order, depth first; a shared one once, by its first name."""
+        seen: set[int] = set()
+        for name, p in self._all_parameters(""):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _all_parameters(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, value in vars(self).items():
             if isinstance(value, Parameter):
                 yield prefix + name, value
             elif isinstance(value, Module):
-                yield from value.named_parameters(prefix + name + ".")
+                yield from value._all_parameters(prefix + name + ".")
 
     def parameters(self) -> Iterator[Parameter]:
         for _, p in self.named_parameters():

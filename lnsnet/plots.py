@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ OPTIMIZER_COLORS = {"madam": "tab:blue", "sgd": "tab:orange", "adam": "tab:green
                     "float32": "tab:gray"}
 FORMAT_COLORS = {"LNS": "tab:blue", "int8": "tab:orange", "fp8 E4M3": "tab:green",
                  "bfloat16": "tab:purple"}
+
 
 def _color(name: str) -> str | None:
     return OPTIMIZER_COLORS.get(str(name).lower())
@@ -168,6 +168,16 @@ def gaussian_logs_figure(gamma: int = 8, path=None) -> Figure:
 
 
 # ---- (c) update quantization error ------------------------------------------
+UPDATE_ERROR_DATA = """\
+update_error_figure takes a dict:
+    {"magnitude_bits": 12,                  # master bits of the by-magnitude panels
+     "problem": "a line saying what was run",
+     "by_magnitude": {"sgd": {"x": [|w| octave centres], "relative_error": [...],
+                              "lost_fraction": [...]}, "adam": ..., "madam": ...},
+     "by_bits":      {"sgd": {"x": [master bits], "relative_error": [...],
+                              "lost_fraction": [...]}, ...}}
+Lists of one series have equal lengths; relative_error is ||realised - ideal|| / ||ideal||
+and lost_fraction the share of meant updates rounded away (lnsnet.update_error)."""
 UPDATE_METRICS = {
     "relative_error": "relative error ||realised - ideal|| / ||ideal||",
     "lost_fraction": "fraction of updates rounded away",
@@ -179,7 +189,8 @@ MIN_BIN_COUNT = 20   # magnitude bins with fewer meant updates are too noisy to 
 def _check_series(data: dict, key: str) -> dict:
     series = data.get(key)
     if not isinstance(series, dict) or not series:
-        raise ValueError(f"update error data: {key!r} must map optimizer names to series\n{UPDATE_ERROR_DATA}")
+        raise ValueError(f"update error data: {key!r} must map optimizer names to series\n"
+                         f"{UPDATE_ERROR_DATA}")
     for name, xy in series.items():
         lengths = {len(xy.get(k, ())) for k in ("x", *UPDATE_METRICS)} if isinstance(xy, dict) else {0}
         if len(lengths) != 1 or 0 in lengths:
@@ -217,16 +228,7 @@ def update_error_figure(data: dict, path=None) -> Figure:
     return _finish(fig, path)
 
 
-UPDATE_ERROR_DATA = """\
-update_error_figure takes a dict:
-    {"magnitude_bits": 12,                  # master bits of the by-magnitude panels
-     "problem": "a line saying what was run",
-     "by_magnitude": {"sgd": {"x": [|w| octave centres], "relative_error": [...],
-                              "lost_fraction": [...]}, "adam": ..., "madam": ...},
-     "by_bits":      {"sgd": {"x": [master bits], "relative_error": [...],
-                              "lost_fraction": [...]}, ...}}
-Lists of one series have equal lengths; relative_error is ||realised - ideal|| / ||ideal||
-and lost_fraction the share of meant updates rounded away (lnsnet.update_error)."""
+
 
 
 def _update_error_run(name: str, bits: int, steps: int, seed: int, rounding: str) -> dict:
@@ -298,39 +300,46 @@ def update_error_data(update_bits=(10, 12, 14, 16), magnitude_bits: int = 12, st
 EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "test_accuracy")
 
 
+def check_metrics(metrics, where: str) -> dict:
+    """A metrics record with its epochs checked; ValueError naming `where` and the problem."""
+    epochs = metrics.get("epochs") if isinstance(metrics, dict) else None
+    if not isinstance(epochs, list) or not epochs:
+        raise ValueError(f"{where}: a metrics record needs a non-empty 'epochs' list")
+    for i, row in enumerate(epochs):
+        missing = [k for k in EPOCH_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{where}: epoch entry {i} lacks {', '.join(missing)}")
+    return metrics
+
+
 def load_metrics(path) -> dict:
-    """A `lnsnet train --metrics` file, checked; ValueError naming the file and the problem."""
+    """A `lnsnet train --metrics` file, checked; its file name kept as "source"."""
     path = Path(path)
     try:
         metrics = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: cannot read a metrics file ({error})") from None
-    epochs = metrics.get("epochs") if isinstance(metrics, dict) else None
-    if not isinstance(epochs, list) or not epochs:
-        raise ValueError(f"{path}: a metrics file needs a non-empty 'epochs' list")
-    for i, row in enumerate(epochs):
-        missing = [k for k in EPOCH_KEYS if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise ValueError(f"{path}: epoch entry {i} lacks {', '.join(missing)}")
-    metrics.setdefault("config", {})
-    metrics.setdefault("label", path.stem)
-    return metrics
+    return {**check_metrics(metrics, str(path)), "source": path.stem}
 
 
 def run_label(metrics: dict) -> str:
-    """A legend label from a run's config: model, optimizer, bits (or float32)."""
+    """A short legend label: model, optimizer, bits (or float32) and lr from the run's config,
+    else the record's own label, else its file name."""
     config = metrics.get("config") or {}
     parts = [str(config[k]) for k in ("model", "optimizer") if config.get(k)]
     if config.get("float32"):
         parts.append("float32")
     elif config.get("bits"):
         parts.append(f"{config['bits']}-bit")
-    return " ".join(parts) or metrics.get("label", "run")
+    if config.get("lr") is not None:
+        parts.append(f"lr {config['lr']:g}")
+    return " ".join(parts) or metrics.get("label") or metrics.get("source", "run")
 
 
 def training_curves_figure(runs, path=None) -> Figure:
     """Loss and accuracy per epoch for one or more runs (metrics dicts or file paths)."""
-    runs = [load_metrics(r) if isinstance(r, (str, Path)) else r for r in runs]
+    runs = [load_metrics(r) if isinstance(r, (str, Path)) else check_metrics(r, f"run {i}")
+            for i, r in enumerate(runs)]
     if not runs:
         raise ValueError("training_curves_figure: no runs given")
     fig = Figure(figsize=(11, 4.6), layout="constrained")

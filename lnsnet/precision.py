@@ -12,9 +12,15 @@ One precision is active at a time.  A Precision is a context manager, so
         loss = model(x)
 runs that forward pass at 6 bits, and a model may carry its own
 (`model.precision = lnsnet.precision(...)`), entered on every call.  A sweep
-over bit widths is then one loop.  An op records the precision active when
-it runs, so its backward pass uses the same one even when `backward()` is
-called after the `with` block has ended.
+over bit widths is then one loop.
+
+Where each role applies: an op's result keeps the format of its inputs
+(which must share one), so the forward format enters at the boundaries: in
+`lnsnet.tensor()` (the default encoding), and in the layers, which cast
+their input to it and view their weights in it.  Every gradient an op
+produces is quantized to the backward format.  An op records the precision
+in effect when it runs, so its backward pass uses the same one even when
+`backward()` is called after the `with` block has ended.
 """
 from __future__ import annotations
 

@@ -80,7 +80,9 @@ static int simd_supported(void)
 {
 #ifdef LNS_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
+    /* the AVX-512 functions are compiled for all four subsets */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
         return SIMD_AVX512;
     if (__builtin_cpu_supports("avx2"))
         return SIMD_AVX2;
@@ -487,7 +489,7 @@ static void fast_row_entries(const mm_problem *p, fast_state *st, int64_t i)
     int64_t top = gamma * ((amax >> f) + 1) - 1;
     int64_t zero_entry = 2 * gamma * kc * CW;
     for (int64_t panel = 0; panel < l->panels; panel++) {
-        int64_t slot = (i * l->panels + panel);
+        int64_t slot = panel * p->m + i;  /* panel-major: a panel's rows are adjacent */
         int64_t *ent = st->entries + slot * kc;
         int64_t *uns = st->unsafe + slot * kc;
         int64_t n_unsafe = 0;
@@ -561,13 +563,15 @@ void fast_build_body(const mm_problem *p, const fast_state *st, int64_t chunk, i
         zero[w] = OFFSET_BINARY;
 }
 
-/* Safe entries with the same cc on every column: one shift count per entry. */
+/* Safe entries with the same cc on every column: one shift count per entry;
+ * bias is the sum of the offset-binary constants 2^(63 - count). */
 static inline __attribute__((always_inline))
-void fast_uniform_body(const int64_t *ent, int64_t kc, const uint64_t *v, int64_t cc, uint64_t *acc)
+void fast_uniform_body(const int64_t *ent, int64_t kc, const uint64_t *v, int64_t cc,
+                       uint64_t bias, uint64_t *acc)
 {
     uint64_t a[CW];
     for (int64_t w = 0; w < CW; w++)
-        a[w] = acc[w];
+        a[w] = acc[w] - bias;
     for (int64_t c = 0; c < kc; c++) {
         const uint64_t *src = v + (uint32_t)ent[c];
         int64_t count = (ent[c] >> 32) + cc;
@@ -578,10 +582,16 @@ void fast_uniform_body(const int64_t *ent, int64_t kc, const uint64_t *v, int64_
         acc[w] = a[w];
 }
 
-/* Safe entries, cc varying across the chunk. */
-static void fast_mixed(const int64_t *ent, int64_t kc, const uint64_t *v, const int64_t *cc,
-                       uint64_t *acc)
+/* Safe entries where cc turns from 0 to 1 at column first_cc1 of the chunk;
+ * bias[cc] as in fast_uniform_body. */
+static void fast_mixed(const int64_t *ent, int64_t kc, const uint64_t *v, int64_t first_cc1,
+                       const uint64_t *bias, uint64_t *acc)
 {
+    int64_t cc[CW];
+    for (int64_t w = 0; w < CW; w++) {
+        cc[w] = w >= first_cc1;
+        acc[w] -= bias[cc[w]];
+    }
     for (int64_t c = 0; c < kc; c++) {
         const uint64_t *src = v + (uint32_t)ent[c];
         int64_t g = ent[c] >> 32;
@@ -591,7 +601,7 @@ static void fast_mixed(const int64_t *ent, int64_t kc, const uint64_t *v, const 
 }
 
 /* Unsafe entries: truncate each magnitude, as the reference does. */
-static void fast_unsafe(const int64_t *uns, int64_t count, const uint64_t *v, const int64_t *cc,
+static void fast_unsafe(const int64_t *uns, int64_t count, const uint64_t *v, int64_t first_cc1,
                         uint64_t *acc)
 {
     for (int64_t c = 0; c < count; c++) {
@@ -599,7 +609,7 @@ static void fast_unsafe(const int64_t *uns, int64_t count, const uint64_t *v, co
         int64_t g = uns[c] >> 32;
         for (int64_t w = 0; w < CW; w++) {
             int64_t val = (int64_t)(src[w] ^ OFFSET_BINARY);
-            int64_t shift = g + cc[w];
+            int64_t shift = g + (w >= first_cc1);
             int64_t t = val >= 0 ? val >> shift : -((-val) >> shift);
             acc[w] += (uint64_t)t;
         }
@@ -613,9 +623,9 @@ static void fast_build_portable(const mm_problem *p, const fast_state *st, int64
 }
 
 static void fast_uniform_portable(const int64_t *ent, int64_t kc, const uint64_t *v, int64_t cc,
-                                  uint64_t *acc)
+                                  uint64_t bias, uint64_t *acc)
 {
-    fast_uniform_body(ent, kc, v, cc, acc);
+    fast_uniform_body(ent, kc, v, cc, bias, acc);
 }
 
 #ifdef LNS_X86
@@ -628,12 +638,13 @@ static void fast_build_avx2(const mm_problem *p, const fast_state *st, int64_t c
 
 __attribute__((target("avx2")))
 static void fast_uniform_avx2(const int64_t *ent, int64_t kc, const uint64_t *v, int64_t cc,
-                              uint64_t *acc)
+                              uint64_t bias, uint64_t *acc)
 {
-    __m256i a0 = _mm256_loadu_si256((const __m256i *)acc);
-    __m256i a1 = _mm256_loadu_si256((const __m256i *)(acc + 4));
-    __m256i a2 = _mm256_loadu_si256((const __m256i *)(acc + 8));
-    __m256i a3 = _mm256_loadu_si256((const __m256i *)(acc + 12));
+    __m256i b = _mm256_set1_epi64x((int64_t)bias);
+    __m256i a0 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)acc), b);
+    __m256i a1 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(acc + 4)), b);
+    __m256i a2 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(acc + 8)), b);
+    __m256i a3 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(acc + 12)), b);
     for (int64_t c = 0; c < kc; c++) {
         const uint64_t *src = v + (uint32_t)ent[c];
         __m256i count = _mm256_set1_epi64x((ent[c] >> 32) + cc);
@@ -657,10 +668,11 @@ static void fast_build_avx512(const mm_problem *p, const fast_state *st, int64_t
 
 __attribute__((target("avx512f")))
 static void fast_uniform_avx512(const int64_t *ent, int64_t kc, const uint64_t *v, int64_t cc,
-                                uint64_t *acc)
+                                uint64_t bias, uint64_t *acc)
 {
-    __m512i a0 = _mm512_loadu_si512(acc);
-    __m512i a1 = _mm512_loadu_si512(acc + 8);
+    __m512i b = _mm512_set1_epi64((int64_t)bias);
+    __m512i a0 = _mm512_sub_epi64(_mm512_loadu_si512(acc), b);
+    __m512i a1 = _mm512_sub_epi64(_mm512_loadu_si512(acc + 8), b);
     for (int64_t c = 0; c < kc; c++) {
         const uint64_t *src = v + (uint32_t)ent[c];
         __m512i count = _mm512_set1_epi64((ent[c] >> 32) + cc);
@@ -673,7 +685,8 @@ static void fast_uniform_avx512(const int64_t *ent, int64_t kc, const uint64_t *
 #endif
 
 typedef void (*fast_build_fn)(const mm_problem *, const fast_state *, int64_t, int64_t, uint64_t *);
-typedef void (*fast_uniform_fn)(const int64_t *, int64_t, const uint64_t *, int64_t, uint64_t *);
+typedef void (*fast_uniform_fn)(const int64_t *, int64_t, const uint64_t *, int64_t, uint64_t,
+                                uint64_t *);
 
 /* One work item: columns of one chunk, rows [r0, r1), all panels. */
 static void fast_item(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t r0,
@@ -702,28 +715,30 @@ static void fast_item(const mm_problem *p, const fast_state *st, int64_t chunk, 
     for (int64_t w = 0; w < CW; w++)
         beta[w] = w < width ? beta_of(st->bmax[st->perm[q0 + w]], gamma) : 0;
     memset(acc, 0, (size_t)((r1 - r0) * CW) * sizeof(uint64_t));
+    /* cc of a row is the same in every panel: the threshold in sorted beta
+     * order.  first_cc1: the first column of the chunk with cc = 1 (CW if none). */
+    int64_t first_cc1_by_rho[1 << FAST_MAX_F];
+    for (int64_t rho = 0; rho < gamma; rho++) {
+        int64_t w = 0;
+        while (w < width && rho + beta[w] < gamma)
+            w++;
+        first_cc1_by_rho[rho] = w < width ? w : CW;
+    }
     for (int64_t panel = 0; panel < l->panels; panel++) {
         build(p, st, chunk, panel, v);
+        int64_t slot0 = panel * p->m;
         for (int64_t i = r0; i < r1; i++) {
             uint64_t *a = acc + (i - r0) * CW;
-            int64_t slot = i * l->panels + panel;
-            int64_t rho = st->amax[i] & (gamma - 1);
-            int64_t cc_first = rho + beta[0] >= gamma;
-            int64_t cc_last = rho + beta[width - 1] >= gamma;
-            int64_t cc[CW];
-            for (int64_t w = 0; w < CW; w++)
-                cc[w] = rho + beta[w] >= gamma;
-            if (cc_first == cc_last) {
-                uniform(st->entries + slot * kc, kc, v, cc_first, a);
-                for (int64_t w = 0; w < CW; w++)
-                    a[w] -= st->bias[2 * slot + cc_first];
+            int64_t slot = slot0 + i;
+            int64_t first_cc1 = first_cc1_by_rho[st->amax[i] & (gamma - 1)];
+            if (first_cc1 == 0 || first_cc1 == CW) {
+                int64_t cc = first_cc1 == 0;
+                uniform(st->entries + slot * kc, kc, v, cc, st->bias[2 * slot + cc], a);
             } else {
-                fast_mixed(st->entries + slot * kc, kc, v, cc, a);
-                for (int64_t w = 0; w < CW; w++)
-                    a[w] -= st->bias[2 * slot + cc[w]];
+                fast_mixed(st->entries + slot * kc, kc, v, first_cc1, st->bias + 2 * slot, a);
             }
             if (st->unsafe_count[slot] > 0)
-                fast_unsafe(st->unsafe + slot * kc, st->unsafe_count[slot], v, cc, a);
+                fast_unsafe(st->unsafe + slot * kc, st->unsafe_count[slot], v, first_cc1, a);
         }
     }
     for (int64_t i = r0; i < r1; i++) {

@@ -41,7 +41,11 @@ typedef struct {
 } lns_tables;
 
 int lns_num_threads(void);
+/* The SIMD code in use: "avx512", "avx2" or "portable"; lns_simd_limit caps
+ * it (0 portable, 1 avx2, 2 avx512) below what the CPU has, for tests and
+ * benchmarks, and returns the level now in use. */
 const char *lns_simd_level(void);
+int lns_simd_limit(int32_t level);
 
 void lns_add(int64_t n, const int8_t *sa, const int64_t *xa,
              const int8_t *sb, const int64_t *xb, int negate_b,
@@ -69,9 +73,33 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
 /* ---- shared by the .c files, not part of the Python interface ---------- */
 
 /* (sign, exponent) of value * 2**e0, rounded to nearest in the log domain:
- * lnsnet.kernels.fixed.from_fixed for one element. */
-void lns_from_fixed_one(int64_t value, int64_t e0, const lns_tables *t,
-                        int8_t *out_s, int64_t *out_x);
+ * lnsnet.kernels.fixed.from_fixed for one element.  Branch-free, so that
+ * loops over it vectorize (leading zeros, then two table gathers). */
+static inline __attribute__((always_inline))
+void lns_from_fixed_elem(int64_t value, int64_t e0, const lns_tables *t,
+                         int8_t *out_s, int64_t *out_x)
+{
+    int64_t sign = (value > 0) - (value < 0);
+    int64_t mag = value < 0 ? (int64_t)(0u - (uint64_t)value) : value;
+    /* bit_length - 1; the reference's bit_length gives 64 for the one
+     * negative |value| (INT64_MIN) */
+    int64_t top = 63 - (int64_t)__builtin_clzll((uint64_t)mag | 1u);
+    int64_t n = mag < 0 ? 63 : (mag == 0 ? -1 : top);
+    int64_t up = LNS_MANT_BITS - n;           /* at most 62 */
+    int64_t down = n - LNS_MANT_BITS;         /* at most 2 */
+    up = up < 0 ? 0 : up;
+    down = down < 0 ? 0 : down;
+    int64_t mant = (int64_t)((uint64_t)mag << up) >> down;
+    int32_t f = t->frac_bits;
+    int64_t gamma = (int64_t)1 << f;
+    int64_t bucket = (mant >> (LNS_MANT_BITS - f - 1)) & (2 * gamma - 1);
+    int64_t k = t->log2[bucket];
+    int64_t at = k < gamma - 1 ? k : gamma - 1;
+    k += (k < gamma) & (mant >= t->bound[at]);
+    uint64_t x = (((uint64_t)n + (uint64_t)e0) << f) + (uint64_t)k;
+    *out_s = (int8_t)sign;
+    *out_x = sign != 0 ? (int64_t)x : 0;
+}
 
 /* a ⊕ b for one pair: lnsnet.kernels.elementwise.add for one element. */
 static inline void lns_add_one(int8_t sa, int64_t xa, int8_t sb, int64_t xb,

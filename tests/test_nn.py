@@ -71,19 +71,17 @@ def test_gradients_reach_the_master_in_the_backward_format():
 
 
 def test_a_parameter_used_twice_sums_its_gradients():
-    layer = nn.Linear(3, 3, seed=1)
-    twice = nn.Sequential(layer, nn.ReLU(), layer)
+    shared = nn.Linear(3, 3, seed=1)
+    first, second = nn.Linear(3, 3, seed=1), nn.Linear(3, 3, seed=1)  # the same values, apart
+    x = np.abs(np.random.default_rng(0).normal(size=(4, 3)))
     with Precision(forward=F16, backward=F16):
-        x = lnsnet.tensor(np.abs(np.random.default_rng(0).normal(size=(4, 3))))
-        twice(x).sum().backward()
-        first_use = layer.weight.grad
-        layer.zero_grad()
-        h = layer(x).relu()
-        once = nn.Linear(3, 3, seed=1)
-        once(h).sum().backward()
-    assert first_use.shape == (3, 3) and first_use.fmt == F16
-    assert len(list(twice.parameters())) == 4  # the same Parameters, found twice
-    assert not np.allclose(first_use.numpy(), layer.weight.grad.numpy())
+        nn.Sequential(shared, nn.ReLU(), shared)(lnsnet.tensor(x)).sum().backward()
+        nn.Sequential(first, nn.ReLU(), second)(lnsnet.tensor(x)).sum().backward()
+    assert shared.weight.grad.fmt == F16
+    assert len(list(nn.Sequential(shared, nn.ReLU(), shared).parameters())) == 2  # listed once
+    both = first.weight.grad.numpy() + second.weight.grad.numpy()
+    # The two uses' gradients meet with one ⊕: half a step, 3.4e-4 relative.
+    np.testing.assert_allclose(shared.weight.grad.numpy(), both, rtol=2 ** (0.51 / 1024) - 1)
 
 
 # ---- Module ------------------------------------------------------------------------------------------
@@ -162,7 +160,7 @@ def test_wrong_shapes_name_the_shapes():
     conv = nn.Conv2d(3, 4, 3)
     with pytest.raises(ValueError, match=r"\(2, 1, 8, 8\).*\(4, 3, 3, 3\)"):
         conv(lnsnet.tensor(np.ones((2, 1, 8, 8))))
-    with pytest.raises(ValueError, match=r"\(2, 10\).*labels.*\[10\]|outside 0\.\.9.*\[10\]"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.9 for logits of shape \(2, 10\): \[10\]"):
         lnsnet.cross_entropy(lnsnet.tensor(np.ones((2, 10))), np.array([3, 10]))
     with pytest.raises(TypeError, match="lnsnet.tensor"):
         conv(np.ones((2, 3, 8, 8)))
@@ -201,11 +199,18 @@ def _scatter_windows(grad_windows, x_shape, stride):
     return out
 
 
-def float_reference(model, x, labels, fmt):
-    """Loss and parameter gradients of model in float64, on the decoded forward-format weights."""
+def float_reference(model, activations, labels, fmt):
+    """Loss and parameter gradients of model in float64, on the decoded forward-format weights.
+
+    activations: the LNS model's input and layer outputs, decoded.  The
+    reference takes its ReLU and max-pool decisions from them, so that both
+    differentiate the same linear piece of the network: otherwise a unit
+    whose pre-activation is within rounding of zero may switch on one side
+    only, an O(1) change to its gradient that no precision bound describes.
+    """
     weights = {id(p): p.forward_value(fmt).numpy() for p in model.parameters()}
-    tape, a = [], x
-    for layer in model:
+    tape, a = [], activations[0]
+    for layer, lns_in, lns_out in zip(model, activations[:-1], activations[1:]):
         if isinstance(layer, nn.Flatten):
             tape.append(a.shape)
             a = a.reshape(a.shape[0], -1)
@@ -213,8 +218,8 @@ def float_reference(model, x, labels, fmt):
             tape.append(a)
             a = a @ weights[id(layer.weight)].T + weights[id(layer.bias)]
         elif isinstance(layer, nn.ReLU):
-            tape.append(a > 0)
-            a = np.where(a > 0, a, 0.0)
+            tape.append(lns_out > 0)
+            a = np.where(lns_out > 0, a, 0.0)
         elif isinstance(layer, nn.Conv2d):
             p = layer.padding
             xp = np.pad(a, ((0, 0), (0, 0), (p, p), (p, p)))
@@ -223,10 +228,10 @@ def float_reference(model, x, labels, fmt):
             a = np.einsum("nchwuv,ocuv->nohw", _windows(xp, w.shape[2:], 1), w)
             a += weights[id(layer.bias)][None, :, None, None]
         elif isinstance(layer, nn.MaxPool2d):
-            win = _windows(a, (2, 2), 2)
-            flat = win.reshape(win.shape[:4] + (4,))
-            tape.append((a.shape, flat.argmax(axis=-1)))
-            a = flat.max(axis=-1)
+            flat = _windows(a, (2, 2), 2).reshape(lns_out.shape + (4,))
+            winner = _windows(lns_in, (2, 2), 2).reshape(lns_out.shape + (4,)).argmax(axis=-1)
+            tape.append((a.shape, winner))
+            a = np.take_along_axis(flat, winner[..., None], axis=-1)[..., 0]
     shifted = a - a.max(axis=1, keepdims=True)
     log_total = np.log(np.exp(shifted).sum(axis=1))
     rows = np.arange(len(labels))
@@ -265,26 +270,32 @@ def model_errors(make_model, fmt, batch=64, seed=0):
     labels = rng.integers(0, 10, size=batch)
     model = make_model(seed=seed)
     with Precision(forward=fmt, backward=fmt):
-        x = lnsnet.tensor(images)
-        loss = lnsnet.cross_entropy(model(x), labels)
+        activations = [lnsnet.tensor(images)]
+        for layer in model:  # what Sequential does, keeping every output
+            activations.append(layer(activations[-1]))
+        loss = lnsnet.cross_entropy(activations[-1], labels)
         loss.backward()
-        ref_loss, ref_grads = float_reference(model, x.numpy(), labels, fmt)
+        ref_loss, ref_grads = float_reference(model, [a.numpy() for a in activations], labels, fmt)
     loss_error = abs(loss.item() - ref_loss) / ref_loss
     grad_errors = {name: float(np.linalg.norm(p.grad.numpy() - ref_grads[id(p)]) / np.linalg.norm(ref_grads[id(p)]))
                    for name, p in model.named_parameters()}
     return loss_error, grad_errors
 
 
-# Stated bounds on the relative L2 error of every parameter's gradient.  At
-# 16 bits each rounding is at most 2**(0.5/1024) - 1 = 3.4e-4 relative; a
-# gradient passes through about a dozen roundings (each layer's forward
-# output and backward error), which can add up to ~4e-3 where they correlate;
-# 1e-2 leaves room for the rare ReLU/max-pool decision that flips.  At 8
-# bits one step is 9%, so a single rounding is up to 4.4%, flushing below
-# the 2**-15.75 window drops small terms, and decisions flip more often: the
-# bound is 0.35 (the measured worst is printed on failure).
-MODEL_BOUNDS = {F16: 1e-2, F8: 0.35}
-LOSS_BOUNDS = {F16: 1e-2, F8: 0.35}
+# Stated bounds on relative errors against float64 (L2 norm over each
+# parameter's gradient; the loss value).  One rounding moves a value by at
+# most r = 2**(0.5/gamma) - 1: 3.4e-4 at 16 bits (gamma 1024), 4.4% at 8 bits
+# (gamma 8), and by about r/2 in RMS.  A gradient element sums many terms
+# whose rounding errors are independent, so its relative error stays at the
+# scale of a rounding; along the network it meets about a dozen roundings
+# (forward outputs, backward errors, the weights' own), which add in
+# quadrature: sqrt(12) * r/2 = 1.7 r, i.e. 6e-4 at 16 bits and 7.6% at 8 bits.
+# The bounds allow about twice that (measured: 16 bits <= 4.4e-4, 8 bits
+# <= 7.9% over seeds 0-2); at 8 bits, values below the 2**-15.75 window also
+# flush.  The loss is one value, rounded once at the end: r plus what the
+# logits bring.
+GRAD_BOUNDS = {F16: 1.5e-3, F8: 0.15}
+LOSS_BOUNDS = {F16: 1e-3, F8: 0.1}
 
 
 @pytest.mark.parametrize("fmt", [pytest.param(F16, id="16bit"), pytest.param(F8, id="8bit")])
@@ -292,7 +303,7 @@ LOSS_BOUNDS = {F16: 1e-2, F8: 0.35}
 def test_ready_models_match_float64(make_model, fmt):
     loss_error, grad_errors = model_errors(make_model, fmt)
     assert loss_error <= LOSS_BOUNDS[fmt], loss_error
-    assert max(grad_errors.values()) <= MODEL_BOUNDS[fmt], grad_errors
+    assert max(grad_errors.values()) <= GRAD_BOUNDS[fmt], grad_errors
 
 
 def test_ready_models_shapes():

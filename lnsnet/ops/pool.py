@@ -5,8 +5,9 @@ avg is a window sum in the precision's accumulation mode minus the exponent
 of the window size (one rounding).  Both backward passes hand each window's
 gradient to its input positions, offset by offset: within one offset the
 windows hit distinct positions, so each offset is one vectorized ⊕ into the
-input gradient.  With stride >= kernel (no overlap) every ⊕ meets a zero and
-is exact; overlapping windows add with ⊕, the classic LNS sum.
+input gradient.  With stride >= kernel (no overlap) every input position
+gets one gradient, which is simply copied; overlapping windows add with ⊕,
+the classic LNS sum.
 """
 from __future__ import annotations
 
@@ -46,11 +47,15 @@ class _Pool(Function):
         acc_exp = np.zeros(self.x_shape, np.int64)
         (kh, kw), (sh, sw), (ho, wo) = self.kernel, self.stride, self.out_hw
         tables = tables_for(gamma)
+        overlapping = sh < kh or sw < kw
         for offset in range(kh * kw):
             u, v = divmod(offset, kw)
             spots = (slice(None), slice(None), slice(u, u + (ho - 1) * sh + 1, sh),
                      slice(v, v + (wo - 1) * sw + 1, sw))
-            acc_sign[spots], acc_exp[spots] = kernels.add(acc_sign[spots], acc_exp[spots], *parts(offset), tables)
+            if overlapping:
+                acc_sign[spots], acc_exp[spots] = kernels.add(acc_sign[spots], acc_exp[spots], *parts(offset), tables)
+            else:  # each spot is written once: the ⊕ with zero would only copy
+                acc_sign[spots], acc_exp[spots] = parts(offset)
         return self.gradient(acc_sign, acc_exp, gamma)
 
 

@@ -161,8 +161,9 @@ class Optimizer(ABC):
         """Change the learning rate of one group (default: all) and rebuild its constants."""
         groups = self.param_groups if group is None else [self.param_groups[group]]
         for g in groups:
+            self.check_hyper({**g, "lr": float(lr)})
+        for g in groups:
             g["lr"] = float(lr)
-            self.check_hyper(g)
         self._rebuild()
 
     def _rebuild(self) -> None:

@@ -8,6 +8,8 @@ the classes below keep that state for a list of weight arrays.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 
@@ -41,7 +43,7 @@ def adam_update(w, g, m, v, step: int, *, lr: float, beta1: float = 0.9, beta2: 
     return w - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
-class _Reference:
+class _Reference(ABC):
     """A list of float64 weight arrays and their per-array optimizer state."""
 
     def __init__(self, weights, **hyper):
@@ -56,6 +58,10 @@ class _Reference:
         self.steps += 1
         for i, g in enumerate(grads):
             self._update(i, g)
+
+    @abstractmethod
+    def _update(self, i: int, g: np.ndarray) -> None:
+        """Step weight array i with gradient g."""
 
 
 class MadamReference(_Reference):
