@@ -53,6 +53,14 @@ class LNSEngine:
         self.optimizer.zero_grad()
         return loss.item(), int((logits.argmax(axis=-1) == labels).sum())
 
+    def saturated(self) -> str | None:
+        """A description when every nonzero master weight is pinned at +-limit of its format."""
+        params = list(self.model.parameters())
+        pinned = all(np.all(np.abs(p.exp[p.sign != 0]) >= p.fmt.limit) for p in params)
+        if pinned and any((p.sign != 0).any() for p in params):
+            return f"all master exponents at +-{params[0].fmt.limit} in {params[0].fmt}"
+        return None
+
     def predict(self, images) -> np.ndarray:
         self.model.eval()
         with no_grad():
@@ -125,6 +133,11 @@ class Float32Engine:
         for (_, layer, attr), w in zip(self.slots, self.optimizer.weights):
             setattr(layer, attr, w.astype(F32))
         return loss, int((logits.argmax(axis=1) == labels).sum())
+
+    def saturated(self) -> str | None:
+        """A description when a float32 weight overflowed to inf or NaN."""
+        bad = [name for (name, _, _), w in zip(self.slots, self.optimizer.weights) if not np.isfinite(w).all()]
+        return f"non-finite weights in {', '.join(bad)}" if bad else None
 
     def predict(self, images) -> np.ndarray:
         return self.net(self._inputs(images)).argmax(axis=1)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lnsnet.format import LNSFormat
 
@@ -361,6 +362,7 @@ def training_curves_figure(runs, path=None) -> Figure:
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_title("Accuracy (solid: test, dashed: train)")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training curves")

@@ -10,7 +10,11 @@ final weights as a run that never stopped.
 from __future__ import annotations
 
 import json
+import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from lnsnet.data import batch_count, iterate_batches
@@ -20,8 +24,12 @@ OPTIMIZERS = ("madam", "sgd", "adam")
 # The paper's Madam lr; usual values for the additive two (SGD with momentum 0.9).
 DEFAULT_LR = {"madam": 0.01, "sgd": 0.05, "adam": 0.001}
 SGD_MOMENTUM = 0.9
-# Master weights keep at least this many octaves of dynamic range below their largest value.
-MASTER_OCTAVES = 16
+# Master weights keep at least this many octaves of dynamic range below their
+# largest value (Madam pins that value near 3 x the initial RMS); the rest of
+# the bits go to precision, since Madam's step is lr * gamma / ln 2 exponent
+# units: 16 bits -> gamma 4096 (59 units per unit g*), 12 -> 256 (3.7),
+# 10 -> 64 (0.92).  A wider range would round small updates away.
+MASTER_OCTAVES = 7
 EVAL_BATCH = 1000
 
 
@@ -51,7 +59,7 @@ def master_gamma(update_bits: int, forward_gamma: int) -> int:
     """The finest gamma (at least the forward one) that keeps MASTER_OCTAVES of range in update_bits."""
     span = (1 << (update_bits - 1)) - 2
     gamma = forward_gamma
-    while span // (2 * gamma) >= MASTER_OCTAVES:
+    while span / (2 * gamma) >= MASTER_OCTAVES:
         gamma *= 2
     return gamma
 
@@ -83,6 +91,10 @@ class Interrupted(Exception):
         super().__init__(f"interrupted at epoch {position.epoch + 1}, batch {position.batch}; "
                          f"saved to {path}" if path else "interrupted")
         self.position, self.path = position, path
+
+
+class Diverged(Exception):
+    """Training stopped because the run diverged; the last checkpoint written is the last good one."""
 
 
 def evaluate(engine, images, labels, batch_size: int = EVAL_BATCH) -> float:
@@ -123,31 +135,38 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------
     def run(self) -> list[EpochMetrics]:
-        cfg, data = self.config, self.dataset
-        while self.position.epoch < cfg.epochs:
-            try:
-                self._train_epoch()
-            except KeyboardInterrupt:
-                if self.interrupt_path is not None:
-                    self.save(self.interrupt_path)
-                raise Interrupted(self.position, self.interrupt_path) from None
-            pos = self.position
-            test_acc = evaluate(self.engine, data.test_images, data.test_labels)
-            self.history.append(EpochMetrics(
-                epoch=pos.epoch + 1, train_loss=pos.loss_sum / max(pos.seen, 1),
-                train_accuracy=pos.correct / max(pos.seen, 1), test_accuracy=test_acc,
-                seconds=pos.seconds))
-            if self.progress:
-                m = self.history[-1]
-                print(f"epoch {m.epoch}/{cfg.epochs}: loss {m.train_loss:.4f}  train acc "
-                      f"{100 * m.train_accuracy:.2f}%  test acc {100 * m.test_accuracy:.2f}%  "
-                      f"({m.seconds:.1f} s)", flush=True)
-            self.position = Position(epoch=pos.epoch + 1)
-            if self.checkpoint_path is not None:
-                self.save(self.checkpoint_path)
+        try:
+            with _signals_held() as pending:
+                while self.position.epoch < self.config.epochs:
+                    self._train_epoch(pending)
+                    if pending:
+                        raise KeyboardInterrupt
+                    self._finish_epoch()
+                    if pending:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if self.interrupt_path is not None:
+                self.save(self.interrupt_path)
+            raise Interrupted(self.position, self.interrupt_path) from None
         return self.history
 
-    def _train_epoch(self) -> None:
+    def _finish_epoch(self) -> None:
+        cfg, data, pos = self.config, self.dataset, self.position
+        test_acc = evaluate(self.engine, data.test_images, data.test_labels)
+        self.history.append(EpochMetrics(
+            epoch=pos.epoch + 1, train_loss=pos.loss_sum / max(pos.seen, 1),
+            train_accuracy=pos.correct / max(pos.seen, 1), test_accuracy=test_acc,
+            seconds=pos.seconds))
+        if self.progress:
+            m = self.history[-1]
+            print(f"epoch {m.epoch}/{cfg.epochs}: loss {m.train_loss:.4f}  train acc "
+                  f"{100 * m.train_accuracy:.2f}%  test acc {100 * m.test_accuracy:.2f}%  "
+                  f"({m.seconds:.1f} s)", flush=True)
+        self.position = Position(epoch=pos.epoch + 1)
+        if self.checkpoint_path is not None:
+            self.save(self.checkpoint_path)
+
+    def _train_epoch(self, pending: list) -> None:
         cfg, data, pos = self.config, self.dataset, self.position
         total = batch_count(len(data.train_labels), cfg.batch_size)
         batches = iterate_batches(data.train_images, data.train_labels, cfg.batch_size,
@@ -157,6 +176,7 @@ class Trainer:
             for images, labels in batches:
                 start = time.perf_counter()
                 loss, correct = self.engine.train_batch(images, labels)
+                self._check_health(loss)
                 # The batch counts as done only once its step has been applied,
                 # so an interruption never loses or repeats a step.
                 pos.seconds += time.perf_counter() - start
@@ -169,9 +189,43 @@ class Trainer:
                     bar.set_postfix(loss=f"{pos.loss_sum / pos.seen:.3f}",
                                     acc=f"{100 * pos.correct / pos.seen:.1f}%",
                                     img_s=f"{pos.seen / max(pos.seconds, 1e-9):.0f}")
+                if pending:
+                    return
         finally:
             if bar is not None:
                 bar.close()
+
+
+    def _check_health(self, loss: float) -> None:
+        pos = self.position
+        where = f"epoch {pos.epoch + 1}, batch {pos.batch}"
+        if not math.isfinite(loss):
+            raise Diverged(f"the loss is no longer finite ({loss}) at {where}")
+        saturated = self.engine.saturated()
+        if saturated:
+            raise Diverged(f"every weight sits at its format's saturation bound at {where} ({saturated})")
+
+
+@contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM until the step in progress is done.
+
+    A signal arriving mid-step would leave some weights updated and others
+    not, and no checkpoint could then resume exactly.  The handlers only note
+    the signal; the loop stops at the next batch boundary.  Signal handlers
+    can only be set from the main thread; elsewhere nothing is held.
+    """
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in held}
+    try:
+        yield pending
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _progress_bar(total: int, done: int, description: str, enabled: bool):

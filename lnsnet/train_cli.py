@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
 from lnsnet.data import DATASETS, DataError, DatasetUnavailable, load_dataset
 from lnsnet.kernels import MODES
-from lnsnet.train import MODELS, OPTIMIZERS, Interrupted, TrainConfig, Trainer, metrics_record
+from lnsnet.train import (MODELS, OPTIMIZERS, Diverged, Interrupted, TrainConfig, Trainer,
+                          metrics_record)
 
 DEFAULT_DATASET = "mnist"
 FALLBACK_DATASET = "digits"
@@ -120,10 +120,6 @@ def describe(config: TrainConfig) -> str:
     return f"{config.model} on {config.dataset}, {what}, lr {config.learning_rate}, batch {config.batch_size}"
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run(args) -> int:
     from lnsnet.engines import make_engine
 
@@ -145,14 +141,14 @@ def run(args) -> int:
                   f"batch {trainer.position.batch}")
         print(f"training {describe(config)}; {len(dataset.train_labels)} train / "
               f"{len(dataset.test_labels)} test images ({dataset.source})", flush=True)
-        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-        try:
-            history = trainer.run()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        history = trainer.run()
     except Interrupted as stop:
         print(f"\n{stop}. Resume with: lnsnet train --resume {stop.path}", file=sys.stderr)
         return 130
+    except Diverged as err:
+        kept = f"; the last good checkpoint is {args.save}" if args.save else ""
+        print(f"\nlnsnet train: the run diverged: {err}{kept}", file=sys.stderr)
+        return 1
     except (DataError, ValueError, OSError) as err:
         print(f"lnsnet train: error: {err}", file=sys.stderr)
         return 1

@@ -3,52 +3,60 @@
  * to_fixed goes through the POW2 table; from_fixed takes the leading-one
  * position, then the LOG2 table over the next f+1 bits and one comparison
  * with BOUND (lnsnet/tables.py says why one is enough).  Each step mirrors
- * the NumPy reference, including its int64 wrap-around.
+ * the NumPy reference, including its int64 wrap-around; the per-element
+ * rule of from_fixed is lns_from_fixed_elem (lnsnet_native.h), shared with
+ * the reductions.
  */
 #include "lnsnet_native.h"
 
 #define LNS_PARALLEL_MIN 65536
 
-/* Bit length as lnsnet.kernels.fixed.bit_length computes it: for the one
- * negative value |x| can give (INT64_MIN) its shift loop yields 64. */
-static inline int64_t bit_length(int64_t v)
+static inline __attribute__((always_inline))
+void from_fixed_body(int64_t n, const int64_t *value, const int64_t *e0, const lns_tables *t,
+                     int8_t *out_s, int64_t *out_x)
 {
-    if (v < 0)
-        return 64;
-    return v == 0 ? 0 : 64 - __builtin_clzll((uint64_t)v);
+    for (int64_t i = 0; i < n; i++)
+        lns_from_fixed_elem(value[i], e0[i], t, &out_s[i], &out_x[i]);
 }
 
-static inline int64_t clip63(int64_t v)
+static void from_fixed_portable(int64_t n, const int64_t *value, const int64_t *e0,
+                                const lns_tables *t, int8_t *out_s, int64_t *out_x)
 {
-    return v < 0 ? 0 : (v > 63 ? 63 : v);
+    from_fixed_body(n, value, e0, t, out_s, out_x);
 }
 
-void lns_from_fixed_one(int64_t value, int64_t e0, const lns_tables *t,
-                        int8_t *out_s, int64_t *out_x)
+#ifdef LNS_X86
+LNS_TARGET_AVX2
+static void from_fixed_avx2(int64_t n, const int64_t *value, const int64_t *e0,
+                            const lns_tables *t, int8_t *out_s, int64_t *out_x)
 {
-    int8_t sign = (int8_t)((value > 0) - (value < 0));
-    int64_t mag = value < 0 ? (int64_t)(0u - (uint64_t)value) : value;
-    int64_t n = bit_length(mag) - 1;
-    int64_t up = clip63(LNS_MANT_BITS - n);
-    int64_t down = clip63(n - LNS_MANT_BITS);
-    int64_t mant = (int64_t)((uint64_t)mag << up) >> down;
-    int32_t f = t->frac_bits;
-    int64_t gamma = (int64_t)1 << f;
-    int64_t bucket = (mant >> (LNS_MANT_BITS - f - 1)) & ((2 * gamma) - 1);
-    int64_t k = t->log2[bucket];
-    if (k < gamma && mant >= t->bound[k < gamma - 1 ? k : gamma - 1])
-        k += 1;
-    uint64_t x = ((uint64_t)n + (uint64_t)e0) * (uint64_t)gamma + (uint64_t)k;
-    *out_s = sign;
-    *out_x = sign != 0 ? (int64_t)x : 0;
+    from_fixed_body(n, value, e0, t, out_s, out_x);
 }
+
+LNS_TARGET_AVX512
+static void from_fixed_avx512(int64_t n, const int64_t *value, const int64_t *e0,
+                              const lns_tables *t, int8_t *out_s, int64_t *out_x)
+{
+    from_fixed_body(n, value, e0, t, out_s, out_x);
+}
+#endif
 
 void lns_from_fixed(int64_t n, const int64_t *value, const int64_t *e0,
                     const lns_tables *t, int8_t *out_s, int64_t *out_x)
 {
+    void (*body)(int64_t, const int64_t *, const int64_t *, const lns_tables *, int8_t *,
+                 int64_t *) = from_fixed_portable;
+#ifdef LNS_X86
+    int level = lns_simd_current();
+    if (level == LNS_SIMD_AVX512)
+        body = from_fixed_avx512;
+    else if (level == LNS_SIMD_AVX2)
+        body = from_fixed_avx2;
+#endif
+    const int64_t block = 4096;
     #pragma omp parallel for schedule(static) if (n >= LNS_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        lns_from_fixed_one(value[i], e0[i], t, &out_s[i], &out_x[i]);
+    for (int64_t lo = 0; lo < n; lo += block)
+        body(n - lo < block ? n - lo : block, value + lo, e0 + lo, t, out_s + lo, out_x + lo);
 }
 
 /* v * 2**shift for 0 <= v < 2**(LNS_POW2_BITS+1) and shift <= 37: exact left

@@ -72,6 +72,19 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
 
 /* ---- shared by the .c files, not part of the Python interface ---------- */
 
+/* SIMD levels.  Functions for the higher ones are compiled with these target
+ * attributes (no -march for the whole build) and chosen at run time. */
+enum { LNS_SIMD_PORTABLE = 0, LNS_SIMD_AVX2 = 1, LNS_SIMD_AVX512 = 2 };
+#if defined(__GNUC__) && defined(__x86_64__)
+#define LNS_X86 1
+#define LNS_TARGET_AVX2 __attribute__((target("avx2,bmi,bmi2,lzcnt,popcnt")))
+#define LNS_TARGET_AVX512 \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,bmi,bmi2,lzcnt,popcnt")))
+#endif
+
+/* The level in use: what the CPU has, capped by lns_simd_limit. */
+int lns_simd_current(void);
+
 /* (sign, exponent) of value * 2**e0, rounded to nearest in the log domain:
  * lnsnet.kernels.fixed.from_fixed for one element.  Branch-free, so that
  * loops over it vectorize (leading zeros, then two table gathers). */

@@ -24,11 +24,12 @@ def master_codes(engine):
     return [(p.sign.copy(), p.exp.copy()) for p in engine.model.parameters()]
 
 
-def test_master_gamma_keeps_sixteen_octaves():
-    assert master_gamma(16, 8) == 1024
-    assert master_gamma(12, 8) == 64
-    assert master_gamma(10, 8) == 16
-    assert master_gamma(8, 8) == 8  # never coarser than the forward format
+def test_master_gamma_keeps_seven_octaves():
+    assert master_gamma(16, 8) == 4096   # 32766 / 4096 = 8.0 octaves
+    assert master_gamma(12, 8) == 256    # 2046 / 256 = 7.99
+    assert master_gamma(10, 8) == 64     # 510 / 64 = 7.97
+    assert master_gamma(8, 8) == 16      # 126 / 16 = 7.9
+    assert master_gamma(6, 8) == 8       # never coarser than the forward format
 
 
 def test_two_epochs_on_small_digits_learn(small_digits):
