@@ -1,6 +1,6 @@
 """How many updates survive the rounding?  Madam vs SGD vs Adam at 8- and 16-bit master weights.
 
-Run:  python demos/update_error.py [--images 512] [--steps 60] [--out update_error]
+Run:  python demos/update_error.py [--images 512] [--steps 200] [--rounding nearest] [--out update_error]
 
 An optimizer computes an update for every weight, and the weight's master
 copy, an LNS number with few bits, must then round the result.  An update
@@ -38,9 +38,11 @@ from lnsnet.update_error import UpdateErrorRecorder  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--images", type=int, default=512, help="synthetic training images")
-parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
 parser.add_argument("--batch", type=int, default=32)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--rounding", choices=("nearest", "stochastic"), default="nearest",
+                    help="how results are rounded to the master format")
 parser.add_argument("--out", default="update_error", help="figure name (writes NAME.png)")
 args = parser.parse_args()
 
@@ -73,16 +75,19 @@ def full_loss(model):
         return decoded_loss(model(inputs), labels)
 
 
-# Every run sees the same batches in the same order.
-order = np.random.default_rng(args.seed).permutation(np.resize(np.arange(len(labels)), args.steps * args.batch))
-batches = order.reshape(args.steps, args.batch)
+# Every run sees the same batches: epochs of the images, each in a seeded random order.
+rng = np.random.default_rng(args.seed)
+epochs = -(-args.steps * args.batch // len(labels))
+order = np.concatenate([rng.permutation(len(labels)) for _ in range(epochs)])
+batches = order[:args.steps * args.batch].reshape(args.steps, args.batch)
 
 # ---- the runs ----------------------------------------------------------------------
 MASTERS = {8: LNSFormat(8, 8), 16: LNSFormat(16, 1024)}
-OPTIMIZERS = {
-    "madam": lambda params, master: optim.Madam(params, lr=0.01, master=master),
-    "sgd": lambda params, master: optim.SGD(params, lr=0.05, momentum=0.9, master=master),
-    "adam": lambda params, master: optim.Adam(params, lr=1e-3, master=master),
+OPTIONS = dict(rounding=args.rounding, seed=args.seed)
+OPTIMIZERS = {  # Madam with the paper's lr; usual values for the additive two
+    "madam": lambda params, master: optim.Madam(params, lr=0.01, master=master, **OPTIONS),
+    "sgd": lambda params, master: optim.SGD(params, lr=0.05, momentum=0.9, master=master, **OPTIONS),
+    "adam": lambda params, master: optim.Adam(params, lr=1e-3, master=master, **OPTIONS),
 }
 
 results = {}
@@ -109,8 +114,9 @@ for bits, master in MASTERS.items():
         print(f"  {name} at {bits} bits: {time.perf_counter() - start:.0f} s", flush=True)
 
 # ---- the table ---------------------------------------------------------------------
-print(f"\nmlp, {args.images} synthetic digits, {args.steps} steps of {args.batch}; forward/backward "
-      f"{FORWARD}; loss = mean cross-entropy on all {args.images} images (from decoded logits)")
+print(f"\nmlp, {args.images} synthetic digits, {args.steps} steps of {args.batch}, {args.rounding} "
+      f"rounding; forward/backward {FORWARD}; loss = mean cross-entropy on all {args.images} images "
+      f"(from decoded logits)")
 print(f"{'optimizer':>9} {'master':>7} {'loss before':>11} {'loss after':>10} {'lost':>7} {'rel.err':>8}")
 for (name, bits), r in results.items():
     print(f"{name:>9} {bits:>4}bit {r['loss_before']:>11.3f} {r['loss_after']:>10.3f} "

@@ -18,18 +18,27 @@ which is flushed to disk and then renamed over the target, so a crash leaves
 either the old checkpoint or the new one.  Loading checks every section
 against the model, optimizer and schedule before it changes any of them; a
 truncated, foreign or mismatched file raises ValueError saying what is wrong.
+Before any array is read, each member's .npy header is checked against the
+bytes the member really holds, and all members together against max_bytes,
+so a lying header or a zip bomb cannot make loading allocate gigabytes.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
 VERSION = 1
 MAGIC = "lnsnet_checkpoint"
 SECTIONS = ("model", "optimizer", "schedule", "extra")
+NPY_MAGIC = b"\x93NUMPY"
+# The uncompressed members of one checkpoint; lnsnet's largest models need a few MB.
+DEFAULT_MAX_BYTES = 1 << 30
 
 
 def write_npz(path, arrays: dict[str, np.ndarray], extra: dict[str, str] | None = None) -> None:
@@ -48,21 +57,31 @@ def write_npz(path, arrays: dict[str, np.ndarray], extra: dict[str, str] | None 
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        # A signal can land just after the rename, when tmp is gone already.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 
-def read_npz(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_npz(path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(arrays, extra strings) of a file written by write_npz; ValueError if it is not one."""
     path = os.fspath(path)
     with open(path, "rb") as fh:  # a missing file stays a FileNotFoundError
         try:
+            if fh.read(len(NPY_MAGIC)) == NPY_MAGIC:
+                # np.load would read the whole array, however large its header says it is
+                raise ValueError("it holds a single .npy array, not an .npz archive")
+            fh.seek(0)
             npz = np.load(fh, allow_pickle=False)
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 raise ValueError(f"it holds a single {type(npz).__name__}, not an .npz archive")
             with npz:
+                _check_members(npz.zip, max_bytes)
                 arrays = {key: npz[key] for key in npz.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        # zipfile's own ways of refusing a damaged archive: NotImplementedError for an
+        # unknown compression method, RuntimeError for a member flagged as encrypted.
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError, RuntimeError) as err:
             raise ValueError(f"{path} is not a readable lnsnet checkpoint (truncated or not an .npz): "
                              f"{err}") from None
     version = arrays.pop(MAGIC, None)
@@ -78,6 +97,34 @@ def read_npz(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             raise ValueError(f"{path}: {key} should be a string, it is {value.dtype} of shape {value.shape}")
         extra[key[len("extra/"):]] = str(value)
     return arrays, extra
+
+
+def _check_members(archive: zipfile.ZipFile, max_bytes: int) -> None:
+    """Raise ValueError unless every member is a plain .npy array of exactly the size its
+    header declares, and all of them together fit in max_bytes (sizes from the zip
+    directory, which bounds what each member can deliver)."""
+    members = archive.infolist()
+    total = sum(info.file_size for info in members)
+    if total > max_bytes:
+        raise ValueError(f"its members hold {total} bytes, more than the {max_bytes}-byte limit")
+    for info in members:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"{info.filename} is in .npy format version {version}, "
+                                 "not one numpy.savez writes for plain arrays")
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects (pickled data), "
+                                 "which lnsnet never loads")
+            declared = math.prod(shape) * dtype.itemsize
+            held = info.file_size - member.tell()
+            if declared != held:
+                raise ValueError(f"{info.filename} declares a {dtype} array of shape {shape} "
+                                 f"({declared} bytes) but holds {held} bytes")
 
 
 def _section(arrays: dict, name: str) -> dict:

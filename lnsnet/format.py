@@ -143,9 +143,17 @@ class LNSFormat:
         exp = np.asarray(exp)
         if sign.shape != exp.shape:
             raise ValueError(f"requantize: sign shape {sign.shape} != exponent shape {exp.shape}")
+        if exp.dtype.kind not in "iu":
+            raise ValueError(f"requantize: exponents must be integers, got dtype {exp.dtype}")
+        # Exponents far beyond the limit are clipped to twice the limit first:
+        # they still saturate or flush below, but the int64 conversion and
+        # the rescaling shifts can no longer wrap them around.
+        far = 2 * LIMIT_OCTAVES * (src_gamma or self.gamma)
+        if exp.dtype.kind == "u":
+            exp = np.minimum(exp, far)
+        exp = np.clip(exp.astype(np.int64), -far, far)
         if src_gamma is not None and src_gamma != self.gamma:
             exp = rescale(exp, src_gamma, self.gamma, rounding=rounding, rng=rng)
-        exp = exp.astype(np.int64, copy=False)
         nonzero = sign != 0
         if t is None:
             t = int(exp[nonzero].max()) if nonzero.any() else 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -112,6 +113,17 @@ def _in_bounds(*exps: np.ndarray) -> bool:
 
 
 _tables_cache: dict[int, tuple] = {}
+_scratch = threading.local()
+
+
+def _scratch_words(words: int) -> np.ndarray:
+    """This thread's matmul scratch, grown when needed and kept: a fresh
+    buffer per call would pay its page faults every time."""
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or len(buffer) < words:
+        buffer = np.empty(max(words, 1), dtype=np.int64)
+        _scratch.buffer = buffer
+    return buffer
 
 
 def _c_tables(tables: Tables):
@@ -264,12 +276,11 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
     out_s = np.empty(batch + (m, n), dtype=np.int8)
     out_x = np.empty(batch + (m, n), dtype=np.int64)
     c_tables = _c_tables(tables)
-    words = lib.lns_matmul_scratch_words(count, m, k, n, _MODE_IDS[mode], c_tables.frac_bits,
-                                         _threads)
-    scratch = np.empty(max(words, 1), dtype=np.int64)
+    words = lib.lns_matmul_scratch_words(count, m, k, n, _MODE_IDS[mode], c_tables, _threads)
+    scratch = _scratch_words(words)
     status = lib.lns_matmul(count, m, k, n, _buf(sa), _buf(xa), _buf(a_offsets),
                             _buf(sb), _buf(xb), _buf(b_offsets), _MODE_IDS[mode], margin,
-                            c_tables, _buf(scratch), words, _threads, _buf(out_s), _buf(out_x))
+                            c_tables, _buf(scratch), len(scratch), _threads, _buf(out_s), _buf(out_x))
     if status != 0:
         raise RuntimeError(f"native matmul failed with status {status}")
     return out_s, out_x

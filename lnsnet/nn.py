@@ -189,8 +189,11 @@ class Module:
             raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         decoded = []
         for name, p in params.items():
-            bits, gamma = (int(v) for v in np.asarray(state[f"{name}.format"]).reshape(-1)[:2])
-            fmt = LNSFormat(bits, gamma)
+            saved_format = _integer_array("load_state_dict", f"{name}.format", state[f"{name}.format"])
+            if saved_format.shape != (2,):
+                raise ValueError(f"load_state_dict: {name}.format should be (bits, gamma), "
+                                 f"it has shape {saved_format.shape}")
+            fmt = LNSFormat(*(int(v) for v in saved_format))
             if fmt != p.fmt:
                 raise ValueError(f"load_state_dict: {name} was saved in {fmt}, the parameter is in {p.fmt}")
             codes = np.asarray(state[f"{name}.codes"])
@@ -200,6 +203,11 @@ class Module:
             if codes.dtype != fmt.code_dtype:
                 raise ValueError(f"load_state_dict: {name} codes are {codes.dtype}, {fmt} stores {fmt.code_dtype}")
             scale = _integer_array("load_state_dict", f"{name}.scale", state[f"{name}.scale"])
+            # unpack adds t to every exponent: an out-of-range t would wrap them
+            if scale.shape != () or abs(int(scale)) > fmt.limit:
+                shown = int(scale) if scale.shape == () else f"an array of shape {scale.shape}"
+                raise ValueError(f"load_state_dict: {name}.scale must be one integer within "
+                                 f"+-{fmt.limit}, got {shown}")
             decoded.append((p, *fmt.unpack(codes, int(scale))))
         for p, sign, exp in decoded:
             p.set_master(sign, exp, p.fmt)

@@ -48,7 +48,7 @@ def _color(name: str) -> str | None:
 
 def _finish(fig: Figure, path) -> Figure:
     if path is not None:
-        fig.savefig(Path(path), format="png", dpi=110)
+        fig.savefig(Path(path), format="png", dpi=100)
     return fig
 
 
@@ -116,9 +116,10 @@ def number_formats_figure(fmt: LNSFormat = LNSFormat(8, 8), t: int | None = None
     ax_spacing.set_xlim(low, high)
     ax_spacing.set_xlabel("magnitude |v| (log scale)")
     ax_spacing.set_ylabel("gap to the next value (% of |v|)")
-    ax_spacing.set_title("Relative spacing: LNS is constant (2^(1/γ) - 1); "
-                         "int8 coarsens toward 0; floats saw-tooth per octave")
-    ax_spacing.legend(loc="upper right")
+    ax_spacing.set_title("Relative spacing: LNS constant (2^(1/γ) - 1), "
+                         "int8 coarser toward 0, floats a saw-tooth")
+    # Centre left is the one corner no format's curve reaches.
+    ax_spacing.legend(loc="center left")
     ax_spacing.grid(True, which="major", alpha=0.3)
     fig.suptitle("Number formats on a log axis: where the values are and how far apart")
     return _finish(fig, path)
@@ -157,13 +158,16 @@ def gaussian_logs_figure(gamma: int = 8, path=None) -> Figure:
     ax_err.axhline(0.5, color="gray", ls=":", lw=1)
     ax_err.axhline(-0.5, color="gray", ls=":", lw=1)
     ax_err.set_ylabel("rounding error (steps)")
+    ax_err.set_ylim(-0.65, 0.95)   # room above the ±1/2 band for the legend
     ax_err.set_xlabel("d = |xa - xb| (exponent steps)")
     ax_err.set_title("Table rounding error: within ±1/2 step while the table lasts, "
                      "then the dropped correction")
     for ax in (ax_sb, ax_db, ax_err):
         ax.axvline(n, color="black", ls="--", lw=1, label=f"essential zero d = {n}")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+    ax_sb.legend(loc="best", fontsize=8)
+    ax_db.legend(loc="best", fontsize=8)
+    ax_err.legend(loc="upper center", ncol=3, fontsize=8)
     fig.suptitle(f"The Gaussian logarithms of LNS addition, γ = {gamma} (base 2^(1/{gamma}))")
     return _finish(fig, path)
 
@@ -442,13 +446,26 @@ def bit_width_sweep_figure(rows, path=None) -> Figure:
     return _finish(fig, path)
 
 
+def _lr_sweep_setup(rows) -> str:
+    """What the sweep trained, from the run_lr_sweep fields the rows share ('' if they lack them)."""
+    keys = ("model", "bits", "epochs", "train_images", "dataset", "test_images")
+    shared = {k: {str(r.get(k)) for r in rows} for k in keys}
+    if any(len(v) != 1 or "None" in v for v in shared.values()):
+        return ""
+    model, bits, epochs, train, dataset, test = (shared[k].pop() for k in keys)
+    epochs = int(float(epochs))
+    return (f"{model}, {int(float(bits))}-bit LNS, {epochs} epoch{'s' if epochs != 1 else ''} "
+            f"on {int(float(train)):,} {dataset} images, tested on {int(float(test)):,}")
+
+
 def lr_sweep_figure(rows, path=None) -> Figure:
-    """Test accuracy against learning rate for each optimizer (lr on a log axis)."""
+    """Test accuracy against learning rate for each optimizer (lr on a log axis).  Rows from
+    run_lr_sweep also say what was trained; the title then says it too."""
     rows = [_row(r, LR_KEYS, f"row {i}") for i, r in enumerate(rows)]
     if not rows:
         raise ValueError("lr_sweep_figure: no rows")
     scale_to_percent = max(r["test_accuracy"] for r in rows) <= 1.0
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
     ax = fig.subplots()
     for name in sorted({r["optimizer"] for r in rows}):
         mine = sorted((r for r in rows if r["optimizer"] == name), key=lambda r: r["lr"])
@@ -458,9 +475,11 @@ def lr_sweep_figure(rows, path=None) -> Figure:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Learning-rate sweep: does one learning rate serve without tuning?")
+    setup = _lr_sweep_setup(rows)
+    ax.set_title("Learning-rate sweep: does one learning rate serve without tuning?"
+                 + (f"\n{setup}" if setup else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: the curves use the whole axes
     return _finish(fig, path)
 
 
@@ -473,7 +492,8 @@ def run_lr_sweep(lrs=LR_SWEEP_RATES, optimizers=tuple(OPTIMIZER_NAMES), *, model
                  progress: bool = False) -> list[dict]:
     """Train `model` briefly with each optimizer at each learning rate, as `lnsnet train` would
     (same initial weights and batches for every run), and return the rows lr_sweep_figure takes:
-    {optimizer, lr, test_accuracy, train_loss}.  The defaults (one epoch of 1000 digits, about
+    {optimizer, lr, test_accuracy, train_loss} and what was trained (model, bits, epochs,
+    dataset, train_images, test_images).  The defaults (one epoch of 1000 digits, about
     15 s a run) check the Madam paper's claim that lr 0.01 serves without tuning, roughly."""
     from lnsnet.data import load_dataset
     from lnsnet.engines import make_engine
@@ -488,7 +508,9 @@ def run_lr_sweep(lrs=LR_SWEEP_RATES, optimizers=tuple(OPTIMIZER_NAMES), *, model
                                  train_limit=train_limit, test_limit=test_limit)
             last = Trainer(config, make_engine(config), data, progress=False).run()[-1]
             rows.append({"optimizer": name, "lr": float(lr), "test_accuracy": last.test_accuracy,
-                         "train_loss": last.train_loss})
+                         "train_loss": last.train_loss, "model": model, "bits": bits,
+                         "epochs": epochs, "dataset": dataset,
+                         "train_images": len(data.train_labels), "test_images": len(data.test_labels)})
             if progress:
                 print(f"{name} lr {lr:g}: test accuracy {100 * last.test_accuracy:.2f}%", flush=True)
     return rows

@@ -52,7 +52,7 @@ def _bit_sweep(args):
 
 
 def _lr_sweep(args):
-    if args.run:
+    if args.run_sweep:
         rows = plots.run_lr_sweep(progress=True)
         _save(args, rows)
     else:
@@ -103,7 +103,9 @@ def configure(parser):
     parser.add_argument("--input", nargs="+", metavar="FILE", help="data file(s) the figure is drawn from")
     parser.add_argument("--bits", type=int, default=8, help="formats: the LNS bit width (default 8)")
     parser.add_argument("--gamma", type=int, default=8, help="formats, tables: the LNS gamma (default 8)")
-    parser.add_argument("--run", action="store_true", help="lr-sweep: train the sweep now (minutes)")
+    # dest run_sweep: `lnsnet` keeps each subcommand's entry point in args.run.
+    parser.add_argument("--run", dest="run_sweep", action="store_true",
+                        help="lr-sweep: train the sweep now (minutes)")
     parser.add_argument("--save-data", metavar="FILE",
                         help="update-error, lr-sweep --run: also write the data drawn as JSON")
 

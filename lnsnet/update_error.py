@@ -10,6 +10,10 @@ For every weight that has a gradient, per step:
   step (the master copy is what the optimizer writes; the forward copy is a
   rounding of it).
 
+The ideal update uses the optimizer's nominal hyperparameters, so the
+rounding of its constants counts as its error too (at the default state
+format beta = 0.999 becomes 2**(-95/65536), and 1 - beta is 0.4% off).
+
 From the two: the relative error ||realised - ideal|| / ||ideal|| over the
 weights whose ideal update is nonzero, and the lost fraction, the share of
 those weights whose realised update is exactly zero: the update was rounded

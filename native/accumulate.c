@@ -32,7 +32,10 @@
  *   in advance and taken off once (bias).
  * - generic linear (any gamma): the reference formula per product,
  *   written so that the compiler vectorizes it over a chunk of columns.
- * - logadd: ⊕ per product in index order, vectorized over columns.
+ * - logadd: ⊕ per product in index order, vectorized over columns.  With
+ *   AVX-512, in int32 lanes where an exact zero is an exponent far below
+ *   every real one (the "zero level", see logadd_group_avx512), so that the
+ *   zero-operand rules of ⊕ fall out of its ordinary case.
  *
  * Both cores: OpenMP over column chunks and row blocks (or over batch
  * elements when they are many and small).
@@ -61,9 +64,10 @@
 #define OFFSET_BINARY 0x8000000000000000ull
 /* ub of a zero b: so far down that every W_e is 0 (h >= 63). */
 #define ZERO_UB ((int64_t)1 << 40)
-/* An entry is off | g << ENTRY_G_SHIFT: off (a variant row) < 2**16, g < 63. */
-#define ENTRY_G_SHIFT 16
-#define ENTRY_OFF_MASK 0xFFFF
+/* An unsafe entry: the word offset of its variant row (< 2**16) and g (< 63). */
+#define UNSAFE_ENTRY(off, g) ((uint32_t)(off) | (uint32_t)(g) << 16)
+#define UNSAFE_OFF(e) ((e) & 0xFFFFu)
+#define UNSAFE_G(e) ((int64_t)((e) >> 16))
 
 /* ---- threads and SIMD level -------------------------------------------- */
 
@@ -207,9 +211,9 @@ static int64_t ceil_div(int64_t a, int64_t b)
  * per thread). */
 typedef struct {
     int64_t gamma, kc, panels, npad;
-    int64_t amax, bmax, perm, hmax, bu, bs, entries, unsafe, unsafe_count, bias;
+    int64_t amax, bmax, perm, hmax, bu, bs, counts, offsets, unsafe, unsafe_count, unsafe_rows, bias;
     int64_t shared_words;
-    int64_t variants, acc, row_cc, private_words;
+    int64_t variants, acc, row_first, private_words;
 } fast_layout;
 
 static fast_layout fast_plan(int64_t m, int64_t k, int64_t n, int32_t f)
@@ -227,41 +231,67 @@ static fast_layout fast_plan(int64_t m, int64_t k, int64_t n, int32_t f)
     l.hmax = l.perm + n;
     l.bu = l.hmax + l.panels;
     l.bs = l.bu + b_cells;                        /* int8 */
-    l.entries = l.bs + ceil_div(b_cells, 8);      /* int32 */
-    l.unsafe = l.entries + ceil_div(a_cells, 2);  /* int32 */
+    l.counts = l.bs + ceil_div(b_cells, 8);
+    l.offsets = l.counts + a_cells;               /* uint16 */
+    l.unsafe = l.offsets + ceil_div(a_cells, 4);  /* uint32 */
     l.unsafe_count = l.unsafe + ceil_div(a_cells, 2);
-    l.bias = l.unsafe_count + l.panels * m;
-    l.shared_words = l.bias + 2 * l.panels * m;
+    l.unsafe_rows = l.unsafe_count + l.panels * m;
+    l.bias = l.unsafe_rows + l.panels;
+    l.shared_words = l.bias + l.panels * m;
     /* 2*gamma variant rows per k of the panel and one zero row; both blocks
      * get 8 words of slack to align them to 64 bytes. */
     l.variants = 0;
     l.acc = l.variants + (2 * l.gamma * l.kc + 1) * CW + 8;
-    l.row_cc = l.acc + m * CW + 8;                 /* int8 */
-    l.private_words = l.row_cc + ceil_div(m, 8);
+    l.row_first = l.acc + m * CW + 8;              /* int8 */
+    l.private_words = l.row_first + ceil_div(m, 8);
     return l;
 }
 
-static void scratch_split(int strat, int64_t m, int64_t k, int64_t n, int32_t f,
+/* The AVX-512 logadd path: B as int32 exponents (zero b at the zero level)
+ * and 16-bit masks of its negative signs, columns padded to LOGADD_GROUP;
+ * and SB | DB as one int32 table (see logadd_gauss). */
+#define LOGADD_GROUP 64
+
+typedef struct {
+    int64_t npad, nmax, xb, negb, gauss, gauss8, words;
+} logadd_layout;
+
+static logadd_layout logadd_plan(int64_t k, int64_t n, const lns_tables *t)
+{
+    logadd_layout l;
+    l.npad = ceil_div(n, LOGADD_GROUP) * LOGADD_GROUP;
+    l.nmax = t->n_sb > t->n_db ? t->n_sb : t->n_db;
+    l.xb = 0;                                        /* int32 */
+    l.negb = l.xb + ceil_div(k * l.npad, 2);         /* uint16, one per 16 columns */
+    l.gauss = l.negb + ceil_div(k * l.npad / 16, 4); /* int32, 2 * (nmax + 1) */
+    l.gauss8 = l.gauss + l.nmax + 1;                 /* int8, 128 */
+    l.words = l.gauss8 + 16;
+    return l;
+}
+
+static void scratch_split(int strat, int64_t m, int64_t k, int64_t n, const lns_tables *t,
                           int64_t *shared, int64_t *private_words)
 {
     *shared = 0;
     *private_words = 0;
     if (strat == STRATEGY_FAST) {
-        fast_layout l = fast_plan(m, k, n, f);
+        fast_layout l = fast_plan(m, k, n, t->frac_bits);
         *shared = l.shared_words;
         *private_words = l.private_words;
     } else if (strat == STRATEGY_GENERIC) {
         *shared = n;  /* column maxima */
+    } else {
+        *shared = logadd_plan(k, n, t).words;
     }
 }
 
 int64_t lns_matmul_scratch_words(int64_t batch, int64_t m, int64_t k, int64_t n,
-                                 int32_t mode, int32_t frac_bits, int32_t threads)
+                                 int32_t mode, const lns_tables *t, int32_t threads)
 {
     int64_t shared, private_words;
     if (threads < 1)
         threads = 1;
-    scratch_split(strategy(mode, frac_bits), m, k, n, frac_bits, &shared, &private_words);
+    scratch_split(strategy(mode, t->frac_bits), m, k, n, t, &shared, &private_words);
     int64_t copies = batch_parallel(batch, m, k, n, threads) ? threads : 1;
     return copies * shared + threads * private_words;
 }
@@ -374,9 +404,10 @@ void logadd_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t width
 
 typedef struct {
     fast_layout l;
-    int64_t *amax, *bmax, *perm, *hmax, *bu, *unsafe_count;
+    int64_t *amax, *bmax, *perm, *hmax, *bu, *counts, *unsafe_count, *unsafe_rows;
     int8_t *bs;
-    int32_t *entries, *unsafe;
+    uint16_t *offsets;
+    uint32_t *unsafe;
     uint64_t *bias;
     int64_t chunks, row_blocks, rows_per_block;
     int level;
@@ -392,9 +423,11 @@ static fast_state fast_setup(const mm_problem *p, int64_t *shared, int32_t threa
     st.hmax = shared + st.l.hmax;
     st.bu = shared + st.l.bu;
     st.bs = (int8_t *)(shared + st.l.bs);
-    st.entries = (int32_t *)(shared + st.l.entries);
-    st.unsafe = (int32_t *)(shared + st.l.unsafe);
+    st.counts = shared + st.l.counts;
+    st.offsets = (uint16_t *)(shared + st.l.offsets);
+    st.unsafe = (uint32_t *)(shared + st.l.unsafe);
     st.unsafe_count = shared + st.l.unsafe_count;
+    st.unsafe_rows = shared + st.l.unsafe_rows;
     st.bias = (uint64_t *)(shared + st.l.bias);
     st.chunks = st.l.npad / CW;
     /* Enough work items to keep every thread busy; rows are only split when
@@ -459,9 +492,9 @@ static void fast_prepare_panel(const mm_problem *p, fast_state *st, int64_t pane
     st->hmax[panel] = (gamma - 1 + ubmax) >> f;
 }
 
-/* Phase 4: row i's entries, kc per panel: which variant row, and g.  A zero
- * product, and an unsafe one (kept apart), point at the zero row with g = 0;
- * bias[cc] is the sum over the entries of 2^(63 - g - cc). */
+/* Phase 4: row i's entries, kc per panel: the byte offset of the variant row
+ * and g.  A zero product, and an unsafe one (listed apart), point at the zero
+ * row with g = 0; bias is the sum over the entries of 2^(63 - g). */
 static void fast_row_entries(const mm_problem *p, fast_state *st, int64_t i)
 {
     const fast_layout *l = &st->l;
@@ -471,36 +504,45 @@ static void fast_row_entries(const mm_problem *p, fast_state *st, int64_t i)
     int64_t amax = row_max(sa, xa, p->k);
     st->amax[i] = amax;
     int64_t top = gamma * ((amax >> f) + 1) - 1;
-    int32_t zero_entry = (int32_t)(2 * gamma * kc * CW);
+    int64_t zero_row = 2 * gamma * kc * CW;
     for (int64_t panel = 0; panel < l->panels; panel++) {
         int64_t slot = panel * p->m + i;  /* panel-major: a panel's rows are adjacent */
-        int32_t *ent = st->entries + slot * kc;
-        int32_t *uns = st->unsafe + slot * kc;
+        int64_t *cnt = st->counts + slot * kc;
+        uint16_t *off = st->offsets + slot * kc;
+        uint32_t *uns = st->unsafe + slot * kc;
         int64_t n_unsafe = 0;
         int64_t safe_g = (int64_t)p->margin - st->hmax[panel];
-        uint64_t bias0 = 0, bias1 = 0;
+        uint64_t bias = 0;
         for (int64_t c = 0; c < kc; c++) {
             int64_t kk = panel * kc + c;
-            int32_t entry = zero_entry;
+            int64_t row = zero_row, g = 0;
             if (kk < p->k && sa[kk] != 0) {
                 int64_t ua = top - xa[kk];
-                int64_t g = ua >> f;
                 int64_t sigma = sa[kk] < 0;
-                int64_t off = ((sigma * gamma + (ua & (gamma - 1))) * kc + c) * CW;
-                if (g <= safe_g)
-                    entry = (int32_t)(off | (g << ENTRY_G_SHIFT));
-                else if (g < 63)  /* from 63 on, every term is 0 */
-                    uns[n_unsafe++] = (int32_t)(off | (g << ENTRY_G_SHIFT));
+                int64_t variant = ((sigma * gamma + (ua & (gamma - 1))) * kc + c) * CW;
+                if (ua >> f <= safe_g) {
+                    row = variant;
+                    g = ua >> f;
+                } else if (ua >> f < 63) {  /* from 63 on, every term is 0 */
+                    uns[n_unsafe++] = UNSAFE_ENTRY(variant, ua >> f);
+                }
             }
-            ent[c] = entry;
-            int64_t g = entry >> ENTRY_G_SHIFT;
-            bias0 += (uint64_t)1 << (63 - g);
-            bias1 += (uint64_t)1 << (62 - g);
+            cnt[c] = g;
+            off[c] = (uint16_t)(row * 8);
+            bias += (uint64_t)1 << (63 - g);
         }
         st->unsafe_count[slot] = n_unsafe;
-        st->bias[2 * slot] = bias0;
-        st->bias[2 * slot + 1] = bias1;
+        st->bias[slot] = bias;
     }
+}
+
+/* Phase 5: how many rows of a panel have unsafe entries (mostly none). */
+static void fast_count_unsafe(const mm_problem *p, fast_state *st, int64_t panel)
+{
+    int64_t rows = 0;
+    for (int64_t i = 0; i < p->m; i++)
+        rows += st->unsafe_count[panel * p->m + i] > 0;
+    st->unsafe_rows[panel] = rows;
 }
 
 /* TL1[u mod gamma] = T[gamma-1 - (u mod gamma)] << (L+1), W_e(ub) = TL1[u] >> h. */
@@ -540,56 +582,40 @@ void fast_build_body(const mm_problem *p, const fast_state *st, int64_t chunk, i
         zero[w] = OFFSET_BINARY;
 }
 
-/* Safe entries of rows with one cc across the chunk (row_cc 0 or 1; 2 means
- * mixed, done by fast_mixed): one load, shift and add per 8 or 4 products. */
+/* Safe entries of rows [0, rows) of a panel: one load, shift and add per 8
+ * or 4 products.  The panel's partial sum is taken with the counts g; where
+ * cc = 1 (columns from first[r] on) it is then halved, which is exact since
+ * every safe term is a multiple of 2^(g+1): sum(V >> (g+1)) = sum(V >> g) / 2.
+ * The sum starts at -bias, which cancels the offset-binary constants. */
 static inline __attribute__((always_inline))
-void fast_rows_body(const int32_t *ent, const uint64_t *bias, const int8_t *row_cc,
-                    int64_t rows, int64_t kc, const uint64_t *v, uint64_t *acc)
+void fast_rows_body(const int64_t *cnt, const uint16_t *off, const uint64_t *bias,
+                    const int8_t *first, int64_t rows, int64_t kc, const uint64_t *v,
+                    uint64_t *acc)
 {
     for (int64_t r = 0; r < rows; r++) {
-        int64_t cc = row_cc[r];
-        if (cc > 1)
-            continue;
-        uint64_t a[CW];
-        uint64_t b = bias[2 * r + cc];
+        uint64_t sum[CW];
         for (int64_t w = 0; w < CW; w++)
-            a[w] = acc[r * CW + w] - b;
+            sum[w] = 0 - bias[r];
         for (int64_t c = 0; c < kc; c++) {
-            int32_t e = ent[r * kc + c];
-            const uint64_t *src = v + (e & ENTRY_OFF_MASK);
-            int64_t count = (e >> ENTRY_G_SHIFT) + cc;
+            const uint64_t *src = v + off[r * kc + c] / 8;
+            int64_t g = cnt[r * kc + c];
             for (int64_t w = 0; w < CW; w++)
-                a[w] += src[w] >> count;
+                sum[w] += src[w] >> g;
         }
-        for (int64_t w = 0; w < CW; w++)
-            acc[r * CW + w] = a[w];
-    }
-}
-
-/* Safe entries of a row whose cc turns from 0 to 1 at column first_cc1. */
-static void fast_mixed(const int32_t *ent, const uint64_t *bias, int64_t kc, const uint64_t *v,
-                       int64_t first_cc1, uint64_t *acc)
-{
-    int64_t cc[CW];
-    for (int64_t w = 0; w < CW; w++) {
-        cc[w] = w >= first_cc1;
-        acc[w] -= bias[cc[w]];
-    }
-    for (int64_t c = 0; c < kc; c++) {
-        const uint64_t *src = v + (ent[c] & ENTRY_OFF_MASK);
-        int64_t g = ent[c] >> ENTRY_G_SHIFT;
-        for (int64_t w = 0; w < CW; w++)
-            acc[w] += src[w] >> (g + cc[w]);
+        for (int64_t w = 0; w < CW; w++) {
+            int64_t part = (int64_t)sum[w];
+            acc[r * CW + w] += (uint64_t)(w >= first[r] ? part / 2 : part);
+        }
     }
 }
 
 /* Unsafe entries: truncate each magnitude, as the reference does. */
-static void fast_unsafe(const int32_t *uns, int64_t count, const uint64_t *v, int64_t first_cc1,
+static void fast_unsafe(const uint32_t *uns, int64_t count, const uint64_t *v, int64_t first_cc1,
                         uint64_t *acc)
 {
     for (int64_t c = 0; c < count; c++) {
-        const uint64_t *src = v + (uns[c] & ENTRY_OFF_MASK);
-        int64_t g = uns[c] >> ENTRY_G_SHIFT;
+        const uint64_t *src = v + UNSAFE_OFF(uns[c]);
+        int64_t g = UNSAFE_G(uns[c]);
         for (int64_t w = 0; w < CW; w++) {
             int64_t val = (int64_t)(src[w] ^ OFFSET_BINARY);
             int64_t shift = g + (w >= first_cc1);
@@ -633,8 +659,8 @@ void fast_finish_body(const mm_problem *p, const fast_state *st, int64_t chunk, 
 typedef void (*generic_chunk_fn)(const mm_problem *, int64_t, int64_t, int64_t, const int64_t *);
 typedef void (*logadd_chunk_fn)(const mm_problem *, int64_t, int64_t, int64_t);
 typedef void (*fast_build_fn)(const mm_problem *, const fast_state *, int64_t, int64_t, uint64_t *);
-typedef void (*fast_rows_fn)(const int32_t *, const uint64_t *, const int8_t *, int64_t, int64_t,
-                             const uint64_t *, uint64_t *);
+typedef void (*fast_rows_fn)(const int64_t *, const uint16_t *, const uint64_t *, const int8_t *,
+                             int64_t, int64_t, const uint64_t *, uint64_t *);
 typedef void (*fast_finish_fn)(const mm_problem *, const fast_state *, int64_t, int64_t, int64_t,
                                const uint64_t *);
 
@@ -656,15 +682,17 @@ typedef struct {
     target static void logadd_##suffix(const mm_problem *p, int64_t i, int64_t j0, int64_t w)  \
     {                                                                                           \
         logadd_chunk_body(p, i, j0, w);                                                         \
-    }                                                                                           \
-    target static void finish_##suffix(const mm_problem *p, const fast_state *st, int64_t chunk, \
-                                       int64_t r0, int64_t r1, const uint64_t *acc)             \
-    {                                                                                           \
-        fast_finish_body(p, st, chunk, r0, r1, acc);                                            \
     }
 
 #define LNS_NO_TARGET
 LNS_KERNEL_SET(portable, LNS_NO_TARGET)
+
+static void rows_portable(const int64_t *cnt, const uint16_t *off, const uint64_t *bias,
+                          const int8_t *first, int64_t rows, int64_t kc, const uint64_t *v,
+                          uint64_t *acc)
+{
+    fast_rows_body(cnt, off, bias, first, rows, kc, v, acc);
+}
 
 static void build_portable(const mm_problem *p, const fast_state *st, int64_t chunk,
                            int64_t panel, uint64_t *v)
@@ -672,10 +700,10 @@ static void build_portable(const mm_problem *p, const fast_state *st, int64_t ch
     fast_build_body(p, st, chunk, panel, v);
 }
 
-static void rows_portable(const int32_t *ent, const uint64_t *bias, const int8_t *row_cc,
-                          int64_t rows, int64_t kc, const uint64_t *v, uint64_t *acc)
+static void finish_portable(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t r0,
+                            int64_t r1, const uint64_t *acc)
 {
-    fast_rows_body(ent, bias, row_cc, rows, kc, v, acc);
+    fast_finish_body(p, st, chunk, r0, r1, acc);
 }
 
 #ifdef LNS_X86
@@ -690,32 +718,39 @@ static void build_avx2(const mm_problem *p, const fast_state *st, int64_t chunk,
 }
 
 LNS_TARGET_AVX2
-static void rows_avx2(const int32_t *ent, const uint64_t *bias, const int8_t *row_cc,
-                      int64_t rows, int64_t kc, const uint64_t *v, uint64_t *acc)
+static void finish_avx2(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t r0,
+                        int64_t r1, const uint64_t *acc)
 {
+    fast_finish_body(p, st, chunk, r0, r1, acc);
+}
+
+LNS_TARGET_AVX2
+static void rows_avx2(const int64_t *cnt, const uint16_t *off, const uint64_t *bias,
+                      const int8_t *first, int64_t rows, int64_t kc, const uint64_t *v,
+                      uint64_t *acc)
+{
+    __m256i lane = _mm256_set_epi64x(3, 2, 1, 0), quarter = _mm256_set1_epi64x(4);
+    __m256i top_bit = _mm256_set1_epi64x(INT64_MIN);
     for (int64_t r = 0; r < rows; r++) {
-        int64_t cc = row_cc[r];
-        if (cc > 1)
-            continue;
-        const int32_t *e = ent + r * kc;
-        uint64_t *a = acc + r * CW;
-        __m256i b = _mm256_set1_epi64x((int64_t)bias[2 * r + cc]);
-        __m256i a0 = _mm256_sub_epi64(_mm256_load_si256((const __m256i *)a), b);
-        __m256i a1 = _mm256_sub_epi64(_mm256_load_si256((const __m256i *)(a + 4)), b);
-        __m256i a2 = _mm256_sub_epi64(_mm256_load_si256((const __m256i *)(a + 8)), b);
-        __m256i a3 = _mm256_sub_epi64(_mm256_load_si256((const __m256i *)(a + 12)), b);
+        __m256i s[4];
+        __m256i start = _mm256_set1_epi64x((int64_t)(0 - bias[r]));
+        for (int q = 0; q < 4; q++)
+            s[q] = start;
         for (int64_t c = 0; c < kc; c++) {
-            const __m256i *src = (const __m256i *)(v + (e[c] & ENTRY_OFF_MASK));
-            __m256i count = _mm256_set1_epi64x((e[c] >> ENTRY_G_SHIFT) + cc);
-            a0 = _mm256_add_epi64(a0, _mm256_srlv_epi64(_mm256_load_si256(src), count));
-            a1 = _mm256_add_epi64(a1, _mm256_srlv_epi64(_mm256_load_si256(src + 1), count));
-            a2 = _mm256_add_epi64(a2, _mm256_srlv_epi64(_mm256_load_si256(src + 2), count));
-            a3 = _mm256_add_epi64(a3, _mm256_srlv_epi64(_mm256_load_si256(src + 3), count));
+            const __m256i *src = (const __m256i *)((const char *)v + off[r * kc + c]);
+            __m256i count = _mm256_set1_epi64x(cnt[r * kc + c]);
+            for (int q = 0; q < 4; q++)
+                s[q] = _mm256_add_epi64(s[q], _mm256_srlv_epi64(_mm256_load_si256(src + q), count));
         }
-        _mm256_store_si256((__m256i *)a, a0);
-        _mm256_store_si256((__m256i *)(a + 4), a1);
-        _mm256_store_si256((__m256i *)(a + 8), a2);
-        _mm256_store_si256((__m256i *)(a + 12), a3);
+        /* halve where cc = 1: an arithmetic shift by one, which AVX2 lacks */
+        __m256i at = _mm256_set1_epi64x(first[r]), idx = lane;
+        for (int q = 0; q < 4; q++, idx = _mm256_add_epi64(idx, quarter)) {
+            __m256i cc1 = _mm256_cmpgt_epi64(idx, _mm256_sub_epi64(at, _mm256_set1_epi64x(1)));
+            __m256i half = _mm256_or_si256(_mm256_srli_epi64(s[q], 1), _mm256_and_si256(s[q], top_bit));
+            __m256i part = _mm256_blendv_epi8(s[q], half, cc1);
+            __m256i *a = (__m256i *)(acc + r * CW) + q;
+            _mm256_store_si256(a, _mm256_add_epi64(_mm256_load_si256(a), part));
+        }
     }
 }
 
@@ -763,26 +798,66 @@ static void build_avx512(const mm_problem *p, const fast_state *st, int64_t chun
 }
 
 LNS_TARGET_AVX512
-static void rows_avx512(const int32_t *ent, const uint64_t *bias, const int8_t *row_cc,
-                        int64_t rows, int64_t kc, const uint64_t *v, uint64_t *acc)
+static void rows_avx512(const int64_t *cnt, const uint16_t *off, const uint64_t *bias,
+                        const int8_t *first, int64_t rows, int64_t kc, const uint64_t *v,
+                        uint64_t *acc)
 {
+    __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), eight = _mm512_set1_epi64(8);
+    __m512i one = _mm512_set1_epi64(1);
     for (int64_t r = 0; r < rows; r++) {
-        int64_t cc = row_cc[r];
-        if (cc > 1)
-            continue;
-        const int32_t *e = ent + r * kc;
-        uint64_t *a = acc + r * CW;
-        __m512i b = _mm512_set1_epi64((int64_t)bias[2 * r + cc]);
-        __m512i a0 = _mm512_sub_epi64(_mm512_load_si512(a), b);
-        __m512i a1 = _mm512_sub_epi64(_mm512_load_si512(a + 8), b);
+        const int64_t *cr = cnt + r * kc;
+        const uint16_t *orow = off + r * kc;
+        __m512i s0 = _mm512_set1_epi64((int64_t)(0 - bias[r])), s1 = s0;
         for (int64_t c = 0; c < kc; c++) {
-            const uint64_t *src = v + (e[c] & ENTRY_OFF_MASK);
-            __m512i count = _mm512_set1_epi64((e[c] >> ENTRY_G_SHIFT) + cc);
-            a0 = _mm512_add_epi64(a0, _mm512_srlv_epi64(_mm512_load_si512(src), count));
-            a1 = _mm512_add_epi64(a1, _mm512_srlv_epi64(_mm512_load_si512(src + 8), count));
+            const uint64_t *src = (const uint64_t *)((const char *)v + orow[c]);
+            __m512i count = _mm512_set1_epi64(cr[c]);  /* a broadcast load: no ALU */
+            s0 = _mm512_add_epi64(s0, _mm512_srlv_epi64(_mm512_load_si512(src), count));
+            s1 = _mm512_add_epi64(s1, _mm512_srlv_epi64(_mm512_load_si512(src + 8), count));
         }
-        _mm512_store_si512(a, a0);
-        _mm512_store_si512(a + 8, a1);
+        __m512i at = _mm512_set1_epi64(first[r]);
+        __m512i cc0 = _mm512_maskz_mov_epi64(_mm512_cmpge_epi64_mask(lane, at), one);
+        __m512i cc1 = _mm512_maskz_mov_epi64(
+            _mm512_cmpge_epi64_mask(_mm512_add_epi64(lane, eight), at), one);
+        uint64_t *a = acc + r * CW;
+        _mm512_store_si512(a, _mm512_add_epi64(_mm512_load_si512(a), _mm512_srav_epi64(s0, cc0)));
+        _mm512_store_si512(a + 8,
+                           _mm512_add_epi64(_mm512_load_si512(a + 8), _mm512_srav_epi64(s1, cc1)));
+    }
+}
+
+LNS_TARGET_AVX512
+static void finish_avx512(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t r0,
+                          int64_t r1, const uint64_t *acc)
+{
+    int32_t f = p->t->frac_bits;
+    int64_t q0 = chunk * CW;
+    int64_t width = p->n - q0 < CW ? p->n - q0 : CW;
+    int64_t col[CW], bq[CW];
+    for (int64_t w = 0; w < CW; w++) {
+        col[w] = w < width ? st->perm[q0 + w] : 0;
+        bq[w] = w < width ? st->bmax[col[w]] : 0;
+    }
+    __m128i fshift = _mm_cvtsi64_si128(f);
+    __m512i shift = _mm512_set1_epi64(LNS_POW2_BITS + p->margin);
+    __m512i bq0 = _mm512_loadu_si512(bq), bq1 = _mm512_loadu_si512(bq + 8);
+    for (int64_t i = r0; i < r1; i++) {
+        __m512i amax = _mm512_set1_epi64(st->amax[i]);
+        __m512i e0a = _mm512_sub_epi64(_mm512_sra_epi64(_mm512_add_epi64(amax, bq0), fshift), shift);
+        __m512i e0b = _mm512_sub_epi64(_mm512_sra_epi64(_mm512_add_epi64(amax, bq1), fshift), shift);
+        int8_t os[CW];
+        int64_t ox[CW];
+        __m128i s0, s1;
+        __m512i x0, x1;
+        lns_from_fixed_avx512(_mm512_load_si512(acc + (i - r0) * CW), e0a, p->t, &s0, &x0);
+        lns_from_fixed_avx512(_mm512_load_si512(acc + (i - r0) * CW + 8), e0b, p->t, &s1, &x1);
+        _mm_storel_epi64((__m128i *)os, s0);
+        _mm_storel_epi64((__m128i *)(os + 8), s1);
+        _mm512_storeu_si512(ox, x0);
+        _mm512_storeu_si512(ox + 8, x1);
+        for (int64_t w = 0; w < width; w++) {
+            p->os[i * p->n + col[w]] = os[w];
+            p->ox[i * p->n + col[w]] = ox[w];
+        }
     }
 }
 #endif
@@ -814,35 +889,33 @@ static void fast_item(const mm_problem *p, const fast_state *st, const kernel_se
     int64_t gamma = l->gamma, kc = l->kc;
     uint64_t *v = align64(private_area + l->variants);
     uint64_t *acc = align64(private_area + l->acc);
-    int8_t *row_cc = (int8_t *)(private_area + l->row_cc);
+    int8_t *row_first = (int8_t *)(private_area + l->row_first);
     int64_t q0 = chunk * CW;
     int64_t width = p->n - q0 < CW ? p->n - q0 : CW;
     /* cc of a row is the same in every panel: in sorted beta order it turns
-     * from 0 to 1 at first_cc1 (CW if never). */
-    int64_t first_cc1_by_rho[1 << FAST_MAX_F];
+     * from 0 to 1 at one column (CW if never). */
+    int8_t first_by_rho[1 << FAST_MAX_F];
     for (int64_t rho = 0; rho < gamma; rho++) {
         int64_t w = 0;
         while (w < width && rho + beta_of(st->bmax[st->perm[q0 + w]], gamma) < gamma)
             w++;
-        first_cc1_by_rho[rho] = w < width ? w : CW;
+        first_by_rho[rho] = (int8_t)(w < width ? w : CW);
     }
-    for (int64_t i = r0; i < r1; i++) {
-        int64_t first = first_cc1_by_rho[st->amax[i] & (gamma - 1)];
-        row_cc[i - r0] = (int8_t)(first == CW ? 0 : (first == 0 ? 1 : 2));
-    }
+    for (int64_t i = r0; i < r1; i++)
+        row_first[i - r0] = first_by_rho[st->amax[i] & (gamma - 1)];
     memset(acc, 0, (size_t)((r1 - r0) * CW) * sizeof(uint64_t));
     for (int64_t panel = 0; panel < l->panels; panel++) {
         ks->build(p, st, chunk, panel, v);
         int64_t slot0 = panel * p->m + r0;
-        ks->rows(st->entries + slot0 * kc, st->bias + 2 * slot0, row_cc, r1 - r0, kc, v, acc);
+        ks->rows(st->counts + slot0 * kc, st->offsets + slot0 * kc, st->bias + slot0, row_first,
+                 r1 - r0, kc, v, acc);
+        if (st->unsafe_rows[panel] == 0)
+            continue;
         for (int64_t i = r0; i < r1; i++) {
             int64_t slot = panel * p->m + i;
-            int64_t first = first_cc1_by_rho[st->amax[i] & (gamma - 1)];
-            uint64_t *a = acc + (i - r0) * CW;
-            if (row_cc[i - r0] == 2)
-                fast_mixed(st->entries + slot * kc, st->bias + 2 * slot, kc, v, first, a);
             if (st->unsafe_count[slot] > 0)
-                fast_unsafe(st->unsafe + slot * kc, st->unsafe_count[slot], v, first, a);
+                fast_unsafe(st->unsafe + slot * kc, st->unsafe_count[slot], v, row_first[i - r0],
+                            acc + (i - r0) * CW);
         }
     }
     ks->finish(p, st, chunk, r0, r1, acc);
@@ -859,6 +932,8 @@ static void fast_serial(const mm_problem *p, const kernel_set *ks, int64_t *shar
         fast_prepare_panel(p, &st, panel);
     for (int64_t i = 0; i < p->m; i++)
         fast_row_entries(p, &st, i);
+    for (int64_t panel = 0; panel < st.l.panels; panel++)
+        fast_count_unsafe(p, &st, panel);
     for (int64_t chunk = 0; chunk < st.chunks; chunk++)
         fast_item(p, &st, ks, chunk, 0, p->m, private_area);
 }
@@ -890,6 +965,9 @@ static void fast_parallel(const mm_problem *p, const kernel_set *ks, int64_t *sh
         #pragma omp for schedule(static)
         for (int64_t i = 0; i < p->m; i++)
             fast_row_entries(p, &st, i);
+        #pragma omp for schedule(static)
+        for (int64_t panel = 0; panel < st.l.panels; panel++)
+            fast_count_unsafe(p, &st, panel);
         #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < items; item++) {
             int64_t chunk = item / st.row_blocks, block = item % st.row_blocks;
@@ -900,6 +978,216 @@ static void fast_parallel(const mm_problem *p, const kernel_set *ks, int64_t *sh
         }
     }
 }
+
+/* ---- logadd with AVX-512 ------------------------------------------------ */
+
+/* Exponents of real values stay within +-2^27: inputs within +-LOGADD_INPUT_MAX
+ * make products within +-2^26; a sum rises at most gamma per step (K gamma
+ * <= LOGADD_DRIFT_MAX) and falls at most -DB[1] below the product just added.
+ * An exact zero is an exponent near ZERO_LEVEL, so far below (more than
+ * nmax) that ⊕ with a real value returns the real one, as the contract's
+ * zero rule does; cancellation adds CANCEL, sending the sum to the zero
+ * level; ZERO_FLOOR keeps repeated cancellations inside int32. */
+#define LOGADD_INPUT_MAX ((int64_t)1 << 25)
+#define LOGADD_DRIFT_MAX ((int64_t)1 << 26)
+#define ZERO_LEVEL (-(1 << 29))
+#define ZERO_B (ZERO_LEVEL - (1 << 25))
+#define CANCEL (-(1 << 29))
+#define ZERO_FLOOR (ZERO_LEVEL - (1 << 27))
+#define ZERO_BELOW (-(1 << 28))
+
+typedef struct {
+    logadd_layout l;
+    int32_t *xb, *gauss;
+    int8_t *gauss8;
+    uint16_t *negb;
+} logadd_state;
+
+static logadd_state logadd_setup(const mm_problem *p, int64_t *shared)
+{
+    logadd_state st;
+    st.l = logadd_plan(p->k, p->n, p->t);
+    st.xb = (int32_t *)(shared + st.l.xb);
+    st.negb = (uint16_t *)(shared + st.l.negb);
+    st.gauss = (int32_t *)(shared + st.l.gauss);
+    st.gauss8 = (int8_t *)(shared + st.l.gauss8);
+    return st;
+}
+
+/* Row kk of B as int32 exponents and sign masks; returns max |x| of its nonzeros. */
+static int64_t logadd_encode_row(const mm_problem *p, const logadd_state *st, int64_t kk)
+{
+    int64_t npad = st->l.npad, largest = 0;
+    int32_t *xb = st->xb + kk * npad;
+    uint16_t *negb = st->negb + kk * npad / 16;
+    for (int64_t q = 0; q < npad; q += 16) {
+        uint16_t mask = 0;
+        for (int64_t w = 0; w < 16; w++) {
+            int64_t j = q + w;
+            int8_t s = j < p->n ? p->sb[kk * p->n + j] : 0;
+            int64_t x = s != 0 ? p->xb[kk * p->n + j] : 0;
+            int64_t mag = x < 0 ? -x : x;
+            largest = mag > largest ? mag : largest;
+            xb[j] = s != 0 && mag <= LOGADD_INPUT_MAX ? (int32_t)x : ZERO_B;
+            mask |= (uint16_t)((s < 0) << w);
+        }
+        negb[q / 16] = mask;
+    }
+    return largest;
+}
+
+static int64_t logadd_row_largest(const mm_problem *p, int64_t i)
+{
+    int64_t largest = 0;
+    for (int64_t kk = 0; kk < p->k; kk++) {
+        int64_t x = p->xa[i * p->k + kk];
+        int64_t mag = p->sa[i * p->k + kk] != 0 ? (x < 0 ? -x : x) : 0;
+        largest = mag > largest ? mag : largest;
+    }
+    return largest;
+}
+
+/* SB then DB, each padded with zeros to nmax + 1 entries; DB[0] is CANCEL.
+ * When the corrections fit in bytes and both halves in 128 entries, also
+ * as bytes (DB[0] = 0 there: cancellation is applied apart); returns whether. */
+static int logadd_gauss(const lns_tables *t, const logadd_state *st)
+{
+    int64_t nmax = st->l.nmax;
+    int bytes = 2 * (nmax + 1) <= 128;
+    for (int64_t d = 0; d <= nmax; d++) {
+        int32_t sb = d < t->n_sb ? t->sb[d] : 0;
+        int32_t db = d == 0 ? 0 : (d < t->n_db ? t->db[d] : 0);
+        st->gauss[d] = sb;
+        st->gauss[nmax + 1 + d] = d == 0 ? CANCEL : db;
+        bytes = bytes && sb >= -128 && sb <= 127 && db >= -128 && db <= 127;
+    }
+    for (int64_t e = 0; bytes && e < 128; e++)
+        st->gauss8[e] = e < 2 * (nmax + 1) && e != nmax + 1 ? (int8_t)st->gauss[e] : 0;
+    return bytes;
+}
+
+static int logadd_fits(const mm_problem *p, int64_t largest)
+{
+    int64_t gamma = (int64_t)1 << p->t->frac_bits;
+    int64_t fall = p->t->n_db > 1 ? -(int64_t)p->t->db[1] : 0;
+    return largest <= LOGADD_INPUT_MAX && p->k * gamma <= LOGADD_DRIFT_MAX
+           && fall <= LOGADD_DRIFT_MAX;
+}
+
+#ifdef LNS_X86
+/* The correction for 16 lanes, from the int32 table by a gather. */
+LNS_TARGET_AVX512 static inline __attribute__((always_inline))
+__m512i gauss_gather(__m512i idx, __m512i d, __mmask16 differ, const int32_t *gauss,
+                     __m512i lo, __m512i hi)
+{
+    (void)d, (void)differ, (void)lo, (void)hi;
+    return _mm512_i32gather_epi32(idx, gauss, 4);
+}
+
+/* The same from the byte table held in two registers (lo, hi): a byte
+ * permute picks each lane's low byte, shifts sign-extend it; the byte table
+ * has DB[0] = 0, so cancellation (opposite signs, d = 0) adds CANCEL here. */
+LNS_TARGET_AVX512_VBMI static inline __attribute__((always_inline))
+__m512i gauss_permute(__m512i idx, __m512i d, __mmask16 differ, const int32_t *gauss,
+                      __m512i lo, __m512i hi)
+{
+    (void)gauss;
+    __m512i bytes = _mm512_permutex2var_epi8(lo, idx, hi);
+    __m512i corr = _mm512_srai_epi32(_mm512_slli_epi32(bytes, 24), 24);
+    __mmask16 cancel = _mm512_mask_testn_epi32_mask(differ, d, d);
+    return _mm512_mask_add_epi32(corr, cancel, corr, _mm512_set1_epi32(CANCEL));
+}
+
+/* One ⊕ on 16 lanes: the sum (x, neg) with the product (x2, neg2). */
+#define LOGADD_STEP(lookup, x, neg, x2_, neg2_)                                            \
+    do {                                                                                  \
+        __m512i x2 = (x2_);                                                               \
+        __mmask16 neg2 = (neg2_);                                                         \
+        __mmask16 a_larger = _mm512_cmpge_epi32_mask(x, x2);                              \
+        __m512i d = _mm512_abs_epi32(_mm512_sub_epi32(x, x2));                            \
+        __m512i xm = _mm512_max_epi32(x, x2);                                             \
+        __mmask16 differ = (__mmask16)(neg ^ neg2);                                       \
+        __m512i idx = _mm512_min_epu32(d, nmax);                                          \
+        idx = _mm512_mask_add_epi32(idx, differ, idx, db_start);                          \
+        __m512i corr = lookup(idx, d, differ, gauss, lo, hi);                             \
+        x = _mm512_max_epi32(_mm512_add_epi32(xm, corr), floor);                          \
+        neg = (__mmask16)((a_larger & neg) | (~a_larger & neg2));                         \
+    } while (0)
+
+/* Row i, columns [q0, q0 + 64): four independent chains of 16 lanes, so
+ * that one chain's table lookup overlaps the others' arithmetic.  Written
+ * once as a macro for the two lookups. */
+#define LOGADD_GROUP_FN(name, target, lookup)                                                 \
+    target static void name(const mm_problem *p, const logadd_state *st, int64_t i, int64_t q0) \
+    {                                                                                         \
+        int64_t npad = st->l.npad;                                                            \
+        const int8_t *sa = p->sa + i * p->k;                                                  \
+        const int64_t *xa = p->xa + i * p->k;                                                 \
+        const int32_t *gauss = st->gauss;                                                     \
+        __m512i lo = _mm512_loadu_si512(st->gauss8), hi = _mm512_loadu_si512(st->gauss8 + 64); \
+        __m512i nmax = _mm512_set1_epi32((int32_t)st->l.nmax);                                \
+        __m512i db_start = _mm512_set1_epi32((int32_t)st->l.nmax + 1);                        \
+        __m512i floor = _mm512_set1_epi32(ZERO_FLOOR);                                        \
+        __m512i x0 = _mm512_set1_epi32(ZERO_LEVEL), x1 = x0, x2 = x0, x3 = x0;                \
+        __mmask16 n0 = 0, n1 = 0, n2 = 0, n3 = 0;                                             \
+        for (int64_t kk = 0; kk < p->k; kk++) {                                               \
+            if (sa[kk] == 0) /* a zero product leaves every sum as it is */                   \
+                continue;                                                                     \
+            __m512i xav = _mm512_set1_epi32((int32_t)xa[kk]);                                 \
+            __mmask16 flip = sa[kk] < 0 ? 0xFFFF : 0;                                         \
+            const int32_t *xb = st->xb + kk * npad + q0;                                      \
+            const uint16_t *negb = st->negb + (kk * npad + q0) / 16;                          \
+            LOGADD_STEP(lookup, x0, n0, _mm512_add_epi32(xav, _mm512_loadu_si512(xb)),        \
+                        negb[0] ^ flip);                                                      \
+            LOGADD_STEP(lookup, x1, n1, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 16)),   \
+                        negb[1] ^ flip);                                                      \
+            LOGADD_STEP(lookup, x2, n2, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 32)),   \
+                        negb[2] ^ flip);                                                      \
+            LOGADD_STEP(lookup, x3, n3, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 48)),   \
+                        negb[3] ^ flip);                                                      \
+        }                                                                                     \
+        logadd_store(p, i, q0, x0, x1, x2, x3, n0, n1, n2, n3);                               \
+    }
+
+/* The four chains' sums to (sign, exponent): the zero level is exact zero. */
+LNS_TARGET_AVX512
+static void logadd_store(const mm_problem *p, int64_t i, int64_t q0, __m512i x0, __m512i x1,
+                         __m512i x2, __m512i x3, __mmask16 n0, __mmask16 n1, __mmask16 n2,
+                         __mmask16 n3)
+{
+    __m512i x[4] = {x0, x1, x2, x3};
+    __mmask16 neg[4] = {n0, n1, n2, n3};
+    __m512i below = _mm512_set1_epi32(ZERO_BELOW);
+    for (int q = 0; q < 4; q++) {
+        __mmask16 real = _mm512_cmpge_epi32_mask(x[q], below);
+        __m512i sign = _mm512_mask_blend_epi32(neg[q], _mm512_set1_epi32(1), _mm512_set1_epi32(-1));
+        sign = _mm512_maskz_mov_epi32(real, sign);
+        __m512i xs = _mm512_maskz_mov_epi32(real, x[q]);
+        int8_t os[16];
+        int64_t ox[16];
+        _mm_storeu_si128((__m128i *)os, _mm512_cvtepi32_epi8(sign));
+        _mm512_storeu_si512(ox, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(xs)));
+        _mm512_storeu_si512(ox + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(xs, 1)));
+        int64_t j0 = q0 + 16 * q;
+        int64_t width = p->n - j0 < 16 ? p->n - j0 : 16;
+        for (int64_t w = 0; w < width; w++) {
+            p->os[i * p->n + j0 + w] = os[w];
+            p->ox[i * p->n + j0 + w] = ox[w];
+        }
+    }
+}
+
+LOGADD_GROUP_FN(logadd_group_gather, LNS_TARGET_AVX512, gauss_gather)
+LOGADD_GROUP_FN(logadd_group_permute, LNS_TARGET_AVX512_VBMI, gauss_permute)
+
+typedef void (*logadd_group_fn)(const mm_problem *, const logadd_state *, int64_t, int64_t);
+
+static logadd_group_fn pick_logadd_group(int bytes)
+{
+    return bytes && __builtin_cpu_supports("avx512vbmi") ? logadd_group_permute
+                                                         : logadd_group_gather;
+}
+#endif
 
 /* ---- generic and logadd drivers ---------------------------------------- */
 
@@ -920,6 +1208,68 @@ static void rowwise_serial(const mm_problem *p, const kernel_set *ks, int strat,
     for (int64_t i = 0; i < p->m; i++)
         for (int64_t j0 = 0; j0 < p->n; j0 += CW)
             rowwise_chunk(p, ks, strat, i, j0, shared);
+}
+
+#ifdef LNS_X86
+/* logadd with AVX-512 when the exponents fit its int32 lanes, by the calling
+ * thread alone; returns 0 (having done nothing visible) when they do not. */
+static int logadd_serial_avx512(const mm_problem *p, int64_t *shared)
+{
+    logadd_state st = logadd_setup(p, shared);
+    int64_t largest = 0;
+    for (int64_t kk = 0; kk < p->k; kk++) {
+        int64_t row = logadd_encode_row(p, &st, kk);
+        largest = row > largest ? row : largest;
+    }
+    for (int64_t i = 0; i < p->m; i++) {
+        int64_t row = logadd_row_largest(p, i);
+        largest = row > largest ? row : largest;
+    }
+    if (!logadd_fits(p, largest))
+        return 0;
+    logadd_group_fn group = pick_logadd_group(logadd_gauss(p->t, &st));
+    for (int64_t i = 0; i < p->m; i++)
+        for (int64_t q0 = 0; q0 < p->n; q0 += LOGADD_GROUP)
+            group(p, &st, i, q0);
+    return 1;
+}
+
+static int logadd_parallel_avx512(const mm_problem *p, int64_t *shared, int32_t threads)
+{
+    logadd_state st = logadd_setup(p, shared);
+    int64_t largest = 0;
+    #pragma omp parallel for schedule(static) reduction(max : largest) num_threads(threads)
+    for (int64_t kk = 0; kk < p->k; kk++) {
+        int64_t row = logadd_encode_row(p, &st, kk);
+        largest = row > largest ? row : largest;
+    }
+    #pragma omp parallel for schedule(static) reduction(max : largest) num_threads(threads)
+    for (int64_t i = 0; i < p->m; i++) {
+        int64_t row = logadd_row_largest(p, i);
+        largest = row > largest ? row : largest;
+    }
+    if (!logadd_fits(p, largest))
+        return 0;
+    logadd_group_fn group = pick_logadd_group(logadd_gauss(p->t, &st));
+    int64_t groups = st.l.npad / LOGADD_GROUP;
+    #pragma omp parallel for schedule(dynamic, 2) num_threads(threads)
+    for (int64_t item = 0; item < p->m * groups; item++)
+        group(p, &st, item / groups, (item % groups) * LOGADD_GROUP);
+    return 1;
+}
+#endif
+
+/* The AVX-512 logadd path when the level and the exponents allow it; 0 when
+ * the caller must run the portable one. */
+static int logadd_int32(const mm_problem *p, int64_t *shared, int32_t threads, int serial,
+                        int level)
+{
+#ifdef LNS_X86
+    if (level == LNS_SIMD_AVX512)
+        return serial ? logadd_serial_avx512(p, shared) : logadd_parallel_avx512(p, shared, threads);
+#endif
+    (void)p, (void)shared, (void)threads, (void)serial, (void)level;
+    return 0;
 }
 
 static void rowwise_parallel(const mm_problem *p, const kernel_set *ks, int strat,
@@ -951,7 +1301,7 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
 {
     if (threads < 1)
         threads = 1;
-    if (scratch_words < lns_matmul_scratch_words(batch, m, k, n, mode, t->frac_bits, threads))
+    if (scratch_words < lns_matmul_scratch_words(batch, m, k, n, mode, t, threads))
         return -1;
     if (m == 0 || n == 0)
         return 0;
@@ -964,7 +1314,7 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
     int level = lns_simd_current();
     kernel_set ks = kernels_for(level);
     int64_t shared, private_words;
-    scratch_split(strat, m, k, n, t->frac_bits, &shared, &private_words);
+    scratch_split(strat, m, k, n, t, &shared, &private_words);
     mm_problem base = {m, k, n, 0, 0, 0, 0, 0, 0, margin,
                        mode == LNS_MODE_MITCHELL ? t->mitchell : t->pow2, t};
     if (batch_parallel(batch, m, k, n, threads)) {
@@ -986,7 +1336,8 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
             if (strat == STRATEGY_FAST)
                 fast_serial(&p, &ks, scratch + tid * shared, private_base + tid * private_words,
                             level);
-            else
+            else if (!(strat == STRATEGY_LOGADD
+                       && logadd_int32(&p, scratch + tid * shared, 1, 1, level)))
                 rowwise_serial(&p, &ks, strat, scratch + tid * shared);
         }
         return 0;
@@ -1001,7 +1352,7 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
         p.ox = out_x + b * m * n;
         if (strat == STRATEGY_FAST)
             fast_parallel(&p, &ks, scratch, scratch + shared, private_words, threads, level);
-        else
+        else if (!(strat == STRATEGY_LOGADD && logadd_int32(&p, scratch, threads, 0, level)))
             rowwise_parallel(&p, &ks, strat, scratch, threads);
     }
     return 0;

@@ -37,7 +37,15 @@ LNS_TARGET_AVX512
 static void from_fixed_avx512(int64_t n, const int64_t *value, const int64_t *e0,
                               const lns_tables *t, int8_t *out_s, int64_t *out_x)
 {
-    from_fixed_body(n, value, e0, t, out_s, out_x);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i s;
+        __m512i x;
+        lns_from_fixed_avx512(_mm512_loadu_si512(value + i), _mm512_loadu_si512(e0 + i), t, &s, &x);
+        _mm_storel_epi64((__m128i *)(out_s + i), s);
+        _mm512_storeu_si512(out_x + i, x);
+    }
+    from_fixed_body(n - i, value + i, e0 + i, t, out_s + i, out_x + i);
 }
 #endif
 

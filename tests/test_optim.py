@@ -233,10 +233,12 @@ def test_sgd_lr_constant_follows_the_schedule():
 # ---- against the float64 references ----------------------------------------------
 # A quadratic 0.5*|w - target|**2 with the gradient taken from the decoded weights,
 # encoded at 24 bits: both runs see the same problem, the LNS one through its roundings.
-# Madam's weights are held to 5e-3 relative after 300 steps.  Each step rounds
-# x to 1/2**16 of an octave (1e-5 relative), g* carries the state format's 2**-16
-# and the step factor's 2**-30; the measured worst is 7e-4, and errors do not grow
-# because the problem is contracting.  The same bound holds SGD and Adam.
+# Every weight is held to 5e-3 relative after 300 steps.  Each step rounds x to
+# 1/2**16 of an octave (1e-5 relative); Madam's g* also carries the state
+# format's rounding (beta = 0.999 is 2**(-95/65536), 0.4% off in 1 - beta, which
+# enters g* through a square root) and the step factor's 2**-31.  Errors do not
+# pile up because the problem contracts.  Measured worst: Madam 7e-4, SGD 1.2e-5,
+# Adam 9.5e-5.
 TRACK_STEPS = 300
 TRACK_TOLERANCE = 5e-3
 
@@ -299,8 +301,10 @@ def train(name, master, steps, rounding="nearest", record=False):
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_loss_goes_down(name):
-    loss, _ = train(name, F16, steps=25)
-    assert loss[-1] < 0.85 * loss[0], loss
+    """60 steps at 16-bit masters; measured: the full-set loss falls from 3.34 to 1.94
+    (Madam), 0.18 (SGD), 2.26 (Adam)."""
+    loss, _ = train(name, F16, steps=60)
+    assert loss[-1] < 0.8 * loss[0], loss
 
 
 def test_stochastic_rounding_is_seeded():

@@ -76,7 +76,9 @@ def add(sa, xa, sb, xb, tables: Tables):
     xa = xa.astype(np.int64)
     xb = xb.astype(np.int64)
     a_larger = xa >= xb
-    d = np.abs(xa - xb)
+    # |xa - xb| as uint64: exact for any two int64 exponents, where a signed
+    # difference could wrap negative (the C twin computes d the same way).
+    d = np.where(a_larger, xa - xb, xb - xa).astype(np.uint64)
     xm = np.where(a_larger, xa, xb)
     same = sa == sb
     corr = np.where(same, _table_at(tables.sb, d), _table_at(tables.db, d))

@@ -112,13 +112,13 @@ class Optimizer(ABC):
         self.rounding = rounding
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.steps = 0
+        for group in self.param_groups:
+            self.check_hyper(group)
         if master is not None:
             for p in self.params:
                 sign, exp, _ = master.requantize(p.sign, p.exp, src_gamma=p.fmt.gamma,
                                                  underflow="saturate")
                 p.set_master(sign, exp, master)
-        for group in self.param_groups:
-            self.check_hyper(group)
         self.state = [self.init_state(p, g) for p, g in zip(self.params, self._group_of)]
         self._rom = [self.constants(g, p) for p, g in zip(self.params, self._group_of)]
 

@@ -1,0 +1,200 @@
+"""`lnsnet bench`: how fast the kernels are, next to NumPy float32 in the same run.
+
+Each benchmark is a function in BENCHMARKS taking the parsed options and
+returning rows (dicts with the keys of COLUMNS); the table and the --json
+output are built from the rows alone, so a new benchmark (conv2d, a training
+epoch) is one more function in the list.
+
+matmul: GMAC/s of 8-bit (gamma = 8) LNS matmul, M = K = N = size, for each
+accumulation mode, with the C kernels ("native") and the NumPy reference,
+beside NumPy float32 matmul measured in the same run, and native / float32.
+Operands are normal data encoded and requantized to 8 bits, as the engine
+holds activations and weights.  Each timing is the best of --repeat runs
+after one warm-up.  A run estimated (from a 16-row slice) to take longer
+than --max-seconds is skipped and marked so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from lnsnet import LNSFormat, native
+from lnsnet.kernels import accumulate
+
+COLUMNS = ("benchmark", "size", "mode", "unit", "native", "reference", "float32", "ratio", "note")
+SLICE_ROWS = 16
+# Run in a child process to time NumPy float32 under another environment.
+FLOAT32_PROBE = """
+import json, sys, time
+import numpy as np
+out = {}
+for n in map(int, sys.argv[1:]):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter(); a @ a; times.append(time.perf_counter() - t0)
+    out[n] = n ** 3 / min(times) / 1e9
+print(json.dumps(out))
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024],
+                        help="matrix sizes M = K = N (default: 256 512 1024)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--modes", nargs="+", default=list(accumulate.MODES),
+                        choices=accumulate.MODES, help="accumulation modes (default: all)")
+    parser.add_argument("--max-seconds", type=float, default=20.0,
+                        help="skip a run estimated to take longer (default: 20)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for the C kernels (default: one per core)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def best_time(fn, repeat: int) -> float:
+    """Best wall time of `repeat` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def eight_bit_operands(rng, shape, fmt: LNSFormat):
+    sign, exp = fmt.encode(rng.standard_normal(shape))
+    sign, exp, _ = fmt.requantize(sign, exp)
+    return sign, exp
+
+
+def timed_gmacs(matmul, a, b, fmt, mode, repeat, max_seconds) -> tuple[float | None, str]:
+    """GMAC/s of matmul(a, b), or (None, why) when it would take too long.
+
+    The estimate times one 16-row slice: each row block costs the same, so
+    the whole product takes size/16 times as long."""
+    (sa, xa), (sb, xb) = a, b
+    m, k = sa.shape
+    n = sb.shape[1]
+    start = time.perf_counter()
+    matmul(sa[:SLICE_ROWS], xa[:SLICE_ROWS], sb, xb, fmt.tables, mode)
+    estimate = (time.perf_counter() - start) * m / min(m, SLICE_ROWS)
+    if estimate * (1 + repeat) > max_seconds:
+        return None, f"est. {estimate:.0f} s per run"
+    runs = repeat if estimate * (1 + repeat) <= max_seconds / 2 else 1
+    seconds = best_time(lambda: matmul(sa, xa, sb, xb, fmt.tables, mode), runs)
+    return m * k * n / seconds / 1e9, ""
+
+
+def float32_gmacs(size: int, repeat: int) -> float:
+    rng = np.random.default_rng(size)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    return size ** 3 / best_time(lambda: a @ b, max(repeat, 5)) / 1e9
+
+
+def float32_without_coretype(sizes) -> dict[int, float] | None:
+    """NumPy float32 GMAC/s in a child process without OPENBLAS_CORETYPE,
+    which can hold OpenBLAS to a slower kernel; None when it is not set."""
+    if "OPENBLAS_CORETYPE" not in os.environ:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    done = subprocess.run([sys.executable, "-c", FLOAT32_PROBE, *map(str, sizes)], env=env,
+                          capture_output=True, text=True, check=True)
+    return {int(k): v for k, v in json.loads(done.stdout).items()}
+
+
+def bench_matmul(args) -> list[dict]:
+    fmt = LNSFormat(8, 8)
+    rng = np.random.default_rng(0)
+    free_f32 = float32_without_coretype(args.sizes)
+    rows = []
+    for size in args.sizes:
+        a = eight_bit_operands(rng, (size, size), fmt)
+        b = eight_bit_operands(rng, (size, size), fmt)
+        f32 = float32_gmacs(size, args.repeat)
+        for mode in args.modes:
+            row = {"benchmark": "matmul", "size": size, "mode": mode, "unit": "GMAC/s",
+                   "native": None, "reference": None, "float32": f32, "ratio": None, "note": ""}
+            notes = []
+            if native.available():
+                row["native"], why = timed_gmacs(native.matmul, a, b, fmt, mode, args.repeat,
+                                                 args.max_seconds)
+                if why:
+                    notes.append(f"native skipped ({why})")
+                elif f32:
+                    row["ratio"] = row["native"] / f32
+            else:
+                notes.append("C extension not built")
+            row["reference"], why = timed_gmacs(accumulate.matmul, a, b, fmt, mode, args.repeat,
+                                                args.max_seconds)
+            if why:
+                notes.append(f"reference skipped ({why})")
+            if free_f32 is not None:
+                notes.append(f"float32 without OPENBLAS_CORETYPE: {free_f32[size]:.1f}")
+            row["note"] = "; ".join(notes)
+            rows.append(row)
+    return rows
+
+
+BENCHMARKS = [bench_matmul]
+
+
+def environment() -> dict:
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "native": native.available(),
+        "simd": native.simd_level(),
+        "threads": native.threads() if native.available() else 1,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+
+
+def format_number(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def table(rows: list[dict]) -> str:
+    header = ["benchmark", "size", "mode", "native", "reference", "float32", "native/float32", "note"]
+    lines = [[r["benchmark"], str(r["size"]), r["mode"], format_number(r["native"]),
+              format_number(r["reference"]), format_number(r["float32"]), format_number(r["ratio"]),
+              r["note"]] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    fmt_line = lambda cells: "  ".join(c.ljust(w) if i in (0, 2, 7) else c.rjust(w)
+                                       for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    out = [fmt_line(header), fmt_line(["-" * w for w in widths])]
+    out += [fmt_line(line) for line in lines]
+    return "\n".join(out)
+
+
+def run(args) -> int:
+    if args.threads is not None and native.available():
+        native.set_threads(args.threads)
+    rows = [row for bench in BENCHMARKS for row in bench(args)]
+    env = environment()
+    if args.json:
+        print(json.dumps({"environment": env, "results": rows}, indent=2))
+        return 0
+    units = sorted({r["unit"] for r in rows})
+    print(f"lnsnet bench: {', '.join(units)}; C kernels: "
+          f"{env['simd'] + ', ' + str(env['threads']) + ' threads' if env['native'] else 'not built'}; "
+          f"NumPy {env['numpy']} float32 measured in the same run"
+          + (f"; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}" if env["OPENBLAS_CORETYPE"] else ""))
+    print("8-bit LNS (gamma 8) matmul M = K = N = size; best of "
+          f"{args.repeat} after a warm-up; runs over {args.max_seconds:g} s are skipped")
+    print(table(rows))
+    return 0

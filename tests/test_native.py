@@ -1,0 +1,432 @@
+"""The C kernels (lnsnet.native) equal their NumPy references bit for bit.
+
+Every comparison checks values, dtypes and shapes of both outputs.  The
+inputs: random operands and the edge cases the kernels branch on (zeros,
+exact cancellation, differences past the essential zero, both ends of the
+8-bit range, huge exponent differences, empty and size-1 shapes,
+non-contiguous views), for gamma 1, 8, 64 and 1024 (both matmul strategies:
+the variant-row fast path for gamma <= 16 and the generic one above), at
+every SIMD level this CPU has.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lnsnet.kernels as dispatched
+from lnsnet import LNSFormat, native
+from lnsnet.kernels import accumulate, elementwise, fixed
+from lnsnet.tables import tables_for
+
+pytestmark = pytest.mark.skipif(not native.available(),
+                                reason="the C extension lnsnet._native_c is not built")
+
+GAMMAS = (1, 8, 64, 1024)
+MODES = accumulate.MODES
+
+
+def simd_levels():
+    """The SIMD levels this CPU runs (the kernels cap themselves to these)."""
+    if not native.available():
+        return ["portable"]
+    best = native.simd_level()
+    return list(native.SIMD_LEVELS[:native.SIMD_LEVELS.index(best) + 1])
+
+
+@pytest.fixture(params=simd_levels())
+def simd(request):
+    best = native.simd_level()
+    native.limit_simd(request.param)
+    yield request.param
+    native.limit_simd(best)
+
+
+def same(got, want):
+    """Both (sign, exponent) pairs, or both arrays, identical in value, dtype and shape."""
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
+        np.testing.assert_array_equal(g, w)
+
+
+def operands(rng, shape, *, zeros=0.2, spread=126, offset=0, exp_dtype=np.int64):
+    """Random signs (zeros with probability `zeros`) and exponents in
+    offset - spread .. offset; a zero has exponent 0, as in every lnsnet array."""
+    sign = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=shape,
+                      p=[(1 - zeros) / 2, zeros, (1 - zeros) / 2])
+    exp = rng.integers(offset - spread, offset + 1, size=shape)
+    return sign, np.where(sign != 0, exp, 0).astype(exp_dtype)
+
+
+def eight_bit(rng, shape, *, scale=1.0, zeros=0.0):
+    """Normal data requantized to LNSFormat(8, 8), with zeros mixed in."""
+    fmt = LNSFormat(8, 8)
+    values = rng.standard_normal(shape) * scale
+    values[rng.random(shape) < zeros] = 0.0
+    sign, exp = fmt.encode(values)
+    sign, exp, _ = fmt.requantize(sign, exp)
+    return sign, exp
+
+
+# ---- ⊕ and ⊖ -------------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_add_sub_random(gamma, simd):
+    rng = np.random.default_rng(gamma)
+    t = tables_for(gamma)
+    n = len(t.sb)
+    sa, xa = operands(rng, (3, 400), spread=3 * n)
+    sb, xb = operands(rng, (400,), spread=3 * n)
+    for name in ("add", "sub"):
+        same(getattr(native, name)(sa, xa, sb, xb, t), getattr(elementwise, name)(sa, xa, sb, xb, t))
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_add_edge_cases(gamma):
+    t = tables_for(gamma)
+    n = len(t.sb)
+    d = np.concatenate([np.arange(n + 3), [10 * n, 10**6, 2 * 10**9]])
+    x = np.full(d.shape, 17, dtype=np.int64)
+    for s1, s2 in ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (1, 0), (0, 0)):
+        sa = np.full(d.shape, s1, dtype=np.int8)
+        sb = np.full(d.shape, s2, dtype=np.int8)
+        for xa, xb in ((x, x - d), (x - d, x), (-x, -x - d)):  # either one larger; d=0 cancels
+            same(native.add(sa, xa, sb, xb, t), elementwise.add(sa, xa, sb, xb, t))
+            same(native.sub(sa, xa, sb, xb, t), elementwise.sub(sa, xa, sb, xb, t))
+
+
+def test_add_shapes_dtypes_and_views():
+    rng = np.random.default_rng(5)
+    t = tables_for(8)
+    sa, xa = operands(rng, (6, 8))
+    sb, xb = operands(rng, (8, 6))
+    views = [
+        (sa.T, xa.T, sb, xb),                            # transposed
+        (sa[::2, ::3], xa[::2, ::3], sb[1:7:2, :3].T, xb[1:7:2, :3].T),  # strided
+        (sa[:, :1], xa[:, :1].astype(np.int32), sb[0], xb[0]),  # int32 exponents, broadcast
+        (sa[0, 0], xa[0, 0], sb, xb),                    # 0-d against 2-d
+        (np.int8(1), 3, np.int8(-1), 3),                 # Python and NumPy scalars
+        (sa[:0], xa[:0], sb[:0, :1], xb[:0, :1]),         # empty
+        (sa[:1, :1], xa[:1, :1], sb[:1, :1], xb[:1, :1]),  # size 1
+        (sa.astype(np.int64), xa, sb.T.astype(np.int32), xb.T),  # wider sign dtypes
+    ]
+    for args in views:
+        same(native.add(*args, t), elementwise.add(*args, t))
+        same(native.sub(*args, t), elementwise.sub(*args, t))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_add_property_broadcast(data):
+    gamma = data.draw(st.sampled_from(GAMMAS))
+    shape_a = tuple(data.draw(st.lists(st.integers(0, 4), max_size=3)))
+    shape_b = tuple(1 if data.draw(st.booleans()) else s for s in shape_a)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    t = tables_for(gamma)
+    sa, xa = operands(rng, shape_a, spread=2 * len(t.sb))
+    sb, xb = operands(rng, shape_b, spread=2 * len(t.sb))
+    same(native.add(sa, xa, sb, xb, t), elementwise.add(sa, xa, sb, xb, t))
+
+
+def test_add_broadcast_error_names_both_shapes():
+    t = tables_for(8)
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
+        native.add(np.ones((2, 3), np.int8), np.zeros((2, 3)), np.ones(4, np.int8), np.zeros(4), t)
+
+
+# ---- fixed point -------------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_to_fixed(gamma, simd):
+    rng = np.random.default_rng(gamma + 1)
+    t = tables_for(gamma)
+    s, x = operands(rng, (500,), spread=80 * gamma, offset=40 * gamma)
+    for frac in (0, 5, 20, 40, -30):
+        same(native.to_fixed(s, x, frac, t), fixed.to_fixed(s, x, frac, t))
+    same(native.to_fixed(s[:7].reshape(7, 1), x[:3], 10, t), fixed.to_fixed(s[:7].reshape(7, 1), x[:3], 10, t))
+    same(native.to_fixed(1, 0, 24, t), fixed.to_fixed(1, 0, 24, t))
+    huge = np.array([2**55, -2**55])  # past the C kernels' bound: the reference answers
+    same(native.to_fixed([1, -1], huge, 3, t), fixed.to_fixed([1, -1], huge, 3, t))
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_from_fixed(gamma, simd):
+    rng = np.random.default_rng(gamma + 2)
+    t = tables_for(gamma)
+    bits = rng.integers(0, 64, size=2000)
+    value = rng.integers(-2**62, 2**62, size=2000) >> bits  # every magnitude
+    edges = np.array([0, 1, -1, 2, 3, 2**61, 2**62, 2**63 - 1, -2**63, -2**63 + 1, -(2**61)])
+    value = np.concatenate([value, edges])
+    e0 = rng.integers(-10**6, 10**6, size=value.shape)
+    same(native.from_fixed(value, e0, t), fixed.from_fixed(value, e0, t))
+    same(native.from_fixed(value, 7, t), fixed.from_fixed(value, 7, t))
+    same(native.from_fixed(value[:5].reshape(5, 1), e0[:3], t),  # e0 widens the shape
+         fixed.from_fixed(value[:5].reshape(5, 1), e0[:3], t))
+    same(native.from_fixed(value[::7], e0[::7], t), fixed.from_fixed(value[::7], e0[::7], t))
+    same(native.from_fixed(np.int64(12345), -3, t), fixed.from_fixed(np.int64(12345), -3, t))
+
+
+# ---- sums ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("mode", MODES)
+def test_lns_sum(gamma, mode):
+    rng = np.random.default_rng(gamma)
+    t = tables_for(gamma)
+    s, x = operands(rng, (5, 3, 37), spread=20 * gamma, offset=gamma)
+    for axis in (-1, 0, 1):
+        same(native.lns_sum(s, x, t, axis=axis, mode=mode), accumulate.lns_sum(s, x, t, axis=axis, mode=mode))
+    for shape in ((4, 0), (0, 4), (1, 1), (3,), (1,)):
+        s, x = operands(rng, shape, spread=8 * gamma)
+        same(native.lns_sum(s, x, t, mode=mode), accumulate.lns_sum(s, x, t, mode=mode))
+    s, x = operands(rng, (9, 60), spread=4 * gamma)
+    same(native.lns_sum(s[::2, ::3], x[::2, ::3], t, mode=mode),
+         accumulate.lns_sum(s[::2, ::3], x[::2, ::3], t, mode=mode))
+
+
+def test_lns_sum_cancellation_and_zeros():
+    t = tables_for(8)
+    s = np.array([[1, -1, 1, -1], [0, 0, 0, 0], [1, 1, -1, -1]], dtype=np.int8)
+    x = np.array([[5, 5, -3, -3], [0, 0, 0, 0], [9, 2, 9, 2]])
+    for mode in MODES:
+        got = native.lns_sum(s, x, t, mode=mode)
+        same(got, accumulate.lns_sum(s, x, t, mode=mode))
+        assert (got[0] == 0).all()  # exact cancellation and all zeros give zero
+
+
+def test_lns_sum_bad_mode():
+    with pytest.raises(ValueError, match="accumulation mode"):
+        native.lns_sum(np.ones(3, np.int8), np.zeros(3), tables_for(8), mode="kahan")
+
+
+# ---- matmul ----------------------------------------------------------------------------
+
+def check_matmul(sa, xa, sb, xb, gamma, modes=MODES):
+    t = tables_for(gamma)
+    for mode in modes:
+        same(native.matmul(sa, xa, sb, xb, t, mode), accumulate.matmul(sa, xa, sb, xb, t, mode))
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_matmul_random(gamma, simd):
+    rng = np.random.default_rng(gamma + 3)
+    for m, k, n in ((7, 33, 19), (1, 1, 1), (3, 2, 40), (17, 130, 5)):
+        sa, xa = operands(rng, (m, k), spread=20 * gamma, offset=-5 * gamma)
+        sb, xb = operands(rng, (k, n), spread=20 * gamma, offset=3 * gamma)
+        check_matmul(sa, xa, sb, xb, gamma)
+
+
+@pytest.mark.parametrize("gamma", (1, 8, 16, 64, 1024))
+def test_matmul_wide_and_narrow_ranges(gamma, simd):
+    """Narrow ranges keep every product exact; wide ones (40 octaves) send
+    products below the left margin through the truncating ("unsafe") path."""
+    rng = np.random.default_rng(gamma + 4)
+    for octaves in (0, 1, 8, 40, 70):
+        sa, xa = operands(rng, (9, 70), spread=octaves * gamma, zeros=0.1)
+        sb, xb = operands(rng, (70, 21), spread=octaves * gamma, zeros=0.1)
+        check_matmul(sa, xa, sb, xb, gamma, modes=("linear", "mitchell"))
+
+
+def test_matmul_eight_bit_saturation_ends(simd):
+    """Both ends of the 8-bit range: values at t and at t - 126 only."""
+    rng = np.random.default_rng(6)
+    fmt = LNSFormat(8, 8)
+    for m, k, n in ((5, 64, 23), (12, 300, 40)):
+        ends = rng.choice([0, -fmt.span], size=(m + n, k)) + 40
+        sa = rng.choice(np.array([-1, 1], np.int8), size=(m, k))
+        sb = rng.choice(np.array([-1, 0, 1], np.int8), size=(k, n))
+        check_matmul(sa, ends[:m], sb, np.where(sb != 0, ends[m:].T, 0), 8)
+        sa, xa = eight_bit(rng, (m, k), zeros=0.5)  # ReLU-like activations
+        sb, xb = eight_bit(rng, (k, n), scale=0.05)
+        check_matmul(sa, xa, sb, xb, 8)
+
+
+def test_matmul_exact_cancellation_and_zeros(simd):
+    t = tables_for(8)
+    xa = np.array([[3, 3, -7, -7], [0, 0, 0, 0]])
+    sa = np.array([[1, 1, 1, 1], [0, 0, 0, 0]], dtype=np.int8)
+    sb = np.array([[1, 0], [-1, 0], [-1, 0], [1, 0]], dtype=np.int8)
+    xb = np.array([[2, 0], [2, 0], [11, 0], [11, 0]])
+    for mode in MODES:
+        got = native.matmul(sa, xa, sb, xb, t, mode)
+        same(got, accumulate.matmul(sa, xa, sb, xb, t, mode))
+        assert (got[0] == 0).all() and (got[1] == 0).all()
+
+
+@pytest.mark.parametrize("gamma", (1, 8, 16, 64, 1024))
+def test_matmul_truncated_products_decide(gamma, simd):
+    """Two products at the base cancel exactly, so the result is the sum of
+    products about 52 octaves further down (the left margin L is 32 here),
+    each truncated to a few units of the accumulator: every low bit of the
+    kernel's sum shows in the rounded result."""
+    rng = np.random.default_rng(gamma + 11)
+    m, k, n = 6, 40, 19
+    sa, xa = operands(rng, (m, k), spread=2 * gamma, offset=-25 * gamma, zeros=0.0)
+    sb, xb = operands(rng, (k, n), spread=2 * gamma, offset=-25 * gamma, zeros=0.0)
+    sa[:, :2], xa[:, :2] = 1, rng.integers(0, gamma, size=(m, 1))
+    sb[0], sb[1] = 1, -1
+    xb[:2] = rng.integers(0, gamma, size=n)
+    check_matmul(sa, xa, sb, xb, gamma, modes=("linear", "mitchell"))
+
+
+@pytest.mark.parametrize("gamma", (1, 8, 1024))
+def test_logadd_runs_of_cancellation(gamma, simd):
+    """Equal exponents and random signs: sums cancel to exact zero again and
+    again, and go on from zero; zero products are mixed in."""
+    rng = np.random.default_rng(gamma + 12)
+    for spread in (0, 1, gamma):
+        sa, xa = operands(rng, (8, 60), spread=spread, zeros=0.1)
+        sb, xb = operands(rng, (60, 35), spread=spread, zeros=0.1)
+        check_matmul(sa, xa, sb, xb, gamma, modes=("logadd",))
+
+
+def test_matmul_exponents_too_wide_for_int32_lanes(simd):
+    """Exponents near 2**30 (beyond the int32 logadd lanes, within the C
+    kernels' bound) take the int64 paths."""
+    rng = np.random.default_rng(13)
+    for offset in (2**30, -2**30):
+        sa, xa = operands(rng, (5, 30), spread=50, offset=offset)
+        sb, xb = operands(rng, (30, 20), spread=50)
+        check_matmul(sa, xa, sb, xb, 8)
+
+
+@pytest.mark.parametrize("k", (1, 2, 3, 15, 16, 17, 255, 1000, 4096))
+def test_matmul_inner_sizes(k):
+    rng = np.random.default_rng(k)
+    for gamma in (8, 64):
+        sa, xa = operands(rng, (3, k), spread=10 * gamma)
+        sb, xb = operands(rng, (k, 4), spread=10 * gamma)
+        check_matmul(sa, xa, sb, xb, gamma, modes=("linear", "mitchell"))
+    if k <= 1000:
+        check_matmul(sa, xa, sb, xb, 8, modes=("logadd",))
+
+
+def test_matmul_empty_shapes():
+    rng = np.random.default_rng(7)
+    for m, k, n in ((0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)):
+        sa, xa = operands(rng, (m, k))
+        sb, xb = operands(rng, (k, n))
+        check_matmul(sa, xa, sb, xb, 8)
+        check_matmul(sa, xa, sb, xb, 64)
+
+
+def test_matmul_views_and_dtypes():
+    rng = np.random.default_rng(8)
+    sa, xa = operands(rng, (20, 30), exp_dtype=np.int32)
+    sb, xb = operands(rng, (40, 20))
+    check_matmul(sa.T, xa.T, sb[::2, ::2], xb[::2, ::2], 8)
+    check_matmul(sa[::3], xa[::3], sb[:30, ::3], xb[:30, ::3], 64)
+
+
+def test_matmul_batched(simd):
+    rng = np.random.default_rng(9)
+    sa, xa = operands(rng, (2, 1, 6, 9), spread=30)
+    sb, xb = operands(rng, (3, 9, 5), spread=30)
+    check_matmul(sa, xa, sb, xb, 8)
+    check_matmul(sa, xa, sb, xb, 64)
+    # many small products: one per thread
+    sa, xa = operands(rng, (16, 4, 8), spread=30)
+    sb, xb = operands(rng, (8, 3), spread=30)
+    check_matmul(sa, xa, sb, xb, 8)
+    check_matmul(sa, xa, sb[None], xb[None], 1024, modes=("linear",))
+
+
+def test_matmul_threads_agree():
+    rng = np.random.default_rng(10)
+    sa, xa = eight_bit(rng, (70, 200))
+    sb, xb = eight_bit(rng, (200, 90))
+    t = tables_for(8)
+    before = native.threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            native.set_threads(count)
+            results.append(native.matmul(sa, xa, sb, xb, t))
+        for r in results[1:]:
+            same(r, results[0])
+    finally:
+        native.set_threads(before)
+    same(results[0], accumulate.matmul(sa, xa, sb, xb, t))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_matmul_property(data):
+    gamma = data.draw(st.sampled_from((1, 2, 4, 8, 16, 32, 64, 1024)))
+    m, k, n = (data.draw(st.integers(0, 24)) for _ in range(3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    octaves = data.draw(st.sampled_from((0, 2, 16, 45)))
+    zeros = data.draw(st.sampled_from((0.0, 0.5, 1.0)))
+    sa, xa = operands(rng, (m, k), spread=octaves * gamma, zeros=zeros, offset=data.draw(st.integers(-999, 999)))
+    sb, xb = operands(rng, (k, n), spread=octaves * gamma, zeros=zeros, offset=data.draw(st.integers(-999, 999)))
+    check_matmul(sa, xa, sb, xb, gamma, modes=("linear", "mitchell") if k > 12 else MODES)
+
+
+def test_matmul_shape_errors_match_reference():
+    t = tables_for(8)
+    a = (np.ones((2, 3), np.int8), np.zeros((2, 3)))
+    b = (np.ones((4, 5), np.int8), np.zeros((4, 5)))
+    for fn in (native.matmul, accumulate.matmul):
+        with pytest.raises(ValueError, match=r"\(2, 3\) @ \(4, 5\)"):
+            fn(*a, *b, t)
+        with pytest.raises(ValueError, match="at least 2 dimensions"):
+            fn(np.ones(3, np.int8), np.zeros(3), *b, t)
+        with pytest.raises(ValueError, match="do not broadcast"):
+            fn(np.ones((2, 2, 3), np.int8), np.zeros((2, 2, 3)),
+               np.ones((3, 3, 4), np.int8), np.zeros((3, 3, 4)), t)
+    with pytest.raises(ValueError, match="accumulation mode"):
+        native.matmul(*a, np.ones((3, 2), np.int8), np.zeros((3, 2)), t, "kahan")
+
+
+def test_matmul_huge_exponents_fall_back_to_reference():
+    t = tables_for(8)
+    sa, xa = np.ones((2, 3), np.int8), np.full((2, 3), 2**55)
+    sb, xb = np.ones((3, 2), np.int8), np.full((3, 2), -2**55)
+    same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
+
+
+def test_short_scratch_is_refused():
+    """The kernel checks the scratch size it is given and writes nothing if short."""
+    ffi, lib = native.ffi, native.lib
+    c_tables = native._c_tables(tables_for(8))
+    m = k = n = 8
+    sa = np.ones(m * k, np.int8)
+    xa = np.zeros(m * k, np.int64)
+    out_s = np.full(m * n, 7, np.int8)
+    out_x = np.full(m * n, 7, np.int64)
+    words = lib.lns_matmul_scratch_words(1, m, k, n, 0, c_tables, 1)
+    scratch = np.zeros(words - 1, np.int64)
+    offsets = np.zeros(1, np.int64)
+    status = lib.lns_matmul(1, m, k, n, ffi.from_buffer("int8_t[]", sa), ffi.from_buffer("int64_t[]", xa),
+                            ffi.from_buffer("int64_t[]", offsets), ffi.from_buffer("int8_t[]", sa),
+                            ffi.from_buffer("int64_t[]", xa), ffi.from_buffer("int64_t[]", offsets),
+                            0, accumulate.left_margin(k), c_tables,
+                            ffi.from_buffer("int64_t[]", scratch), len(scratch), 1,
+                            ffi.from_buffer("int8_t[]", out_s), ffi.from_buffer("int64_t[]", out_x))
+    assert status == -1
+    assert (out_s == 7).all() and (out_x == 7).all()
+
+
+# ---- dispatch ------------------------------------------------------------------------------
+
+def test_dispatch_uses_native_unless_switched_off(monkeypatch):
+    calls = []
+    monkeypatch.setattr(native, "matmul", lambda *a, **k: calls.append(1) or accumulate.matmul(*a, **k))
+    t = tables_for(8)
+    args = (np.ones((2, 2), np.int8), np.zeros((2, 2)), np.ones((2, 2), np.int8), np.zeros((2, 2)), t)
+    dispatched.matmul(*args)
+    assert calls == [1]
+    monkeypatch.setenv("LNSNET_NATIVE", "0")
+    assert not native.enabled()
+    dispatched.matmul(*args)
+    assert calls == [1]
+
+
+def test_simd_levels_reported():
+    assert native.simd_level() in native.SIMD_LEVELS
+    with pytest.raises(ValueError, match="SIMD level"):
+        native.limit_simd("sse9")
