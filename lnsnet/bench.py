@@ -9,9 +9,12 @@ matmul: GMAC/s of 8-bit (gamma = 8) LNS matmul, M = K = N = size, for each
 accumulation mode, with the C kernels ("native") and the NumPy reference,
 beside NumPy float32 matmul measured in the same run, and native / float32.
 Operands are normal data encoded and requantized to 8 bits, as the engine
-holds activations and weights.  Each timing is the best of --repeat runs
-after one warm-up.  A run estimated (from a 16-row slice) to take longer
-than --max-seconds is skipped and marked so.
+holds activations and weights.  Native timings are the best of --repeat
+runs after one warm-up; the NumPy reference is run once, and only where a
+16-row slice predicts less than --max-seconds; float32 is the best of runs
+before and after each size's LNS runs.  On a shared machine other work
+skews the ratios (float32 BLAS most, being multi-threaded): the header
+shows the load average.
 """
 from __future__ import annotations
 
@@ -49,7 +52,8 @@ print(json.dumps(out))
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024],
                         help="matrix sizes M = K = N (default: 256 512 1024)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed native runs per measurement, the best is kept (default: 3)")
     parser.add_argument("--modes", nargs="+", default=list(accumulate.MODES),
                         choices=accumulate.MODES, help="accumulation modes (default: all)")
     parser.add_argument("--max-seconds", type=float, default=20.0,
@@ -77,20 +81,27 @@ def eight_bit_operands(rng, shape, fmt: LNSFormat):
 
 
 def timed_gmacs(matmul, a, b, fmt, mode, repeat, max_seconds) -> tuple[float | None, str]:
-    """GMAC/s of matmul(a, b), or (None, why) when it would take too long.
-
-    The estimate times one 16-row slice: each row block costs the same, so
-    the whole product takes size/16 times as long."""
+    """GMAC/s of matmul(a, b): best of `repeat` runs after a warm-up, or a
+    single run when repeat is 0; (None, why) when a run would take longer
+    than max_seconds.  The estimate times one 16-row slice: every row block
+    costs the same, so the whole product takes size/16 times as long."""
     (sa, xa), (sb, xb) = a, b
     m, k = sa.shape
     n = sb.shape[1]
     start = time.perf_counter()
     matmul(sa[:SLICE_ROWS], xa[:SLICE_ROWS], sb, xb, fmt.tables, mode)
-    estimate = (time.perf_counter() - start) * m / min(m, SLICE_ROWS)
-    if estimate * (1 + repeat) > max_seconds:
+    estimate = (time.perf_counter() - start) * m / max(1, min(m, SLICE_ROWS))
+    if estimate > max_seconds:
         return None, f"est. {estimate:.0f} s per run"
-    runs = repeat if estimate * (1 + repeat) <= max_seconds / 2 else 1
-    seconds = best_time(lambda: matmul(sa, xa, sb, xb, fmt.tables, mode), runs)
+    def full():
+        matmul(sa, xa, sb, xb, fmt.tables, mode)
+
+    if repeat == 0:
+        start = time.perf_counter()
+        full()
+        seconds = time.perf_counter() - start
+    else:
+        seconds = best_time(full, repeat)
     return m * k * n / seconds / 1e9, ""
 
 
@@ -120,28 +131,32 @@ def bench_matmul(args) -> list[dict]:
     for size in args.sizes:
         a = eight_bit_operands(rng, (size, size), fmt)
         b = eight_bit_operands(rng, (size, size), fmt)
-        f32 = float32_gmacs(size, args.repeat)
+        f32_before = float32_gmacs(size, args.repeat)
+        size_rows = []
         for mode in args.modes:
             row = {"benchmark": "matmul", "size": size, "mode": mode, "unit": "GMAC/s",
-                   "native": None, "reference": None, "float32": f32, "ratio": None, "note": ""}
+                   "native": None, "reference": None, "float32": None, "ratio": None, "note": ""}
             notes = []
             if native.available():
                 row["native"], why = timed_gmacs(native.matmul, a, b, fmt, mode, args.repeat,
                                                  args.max_seconds)
                 if why:
                     notes.append(f"native skipped ({why})")
-                elif f32:
-                    row["ratio"] = row["native"] / f32
             else:
                 notes.append("C extension not built")
-            row["reference"], why = timed_gmacs(accumulate.matmul, a, b, fmt, mode, args.repeat,
+            row["reference"], why = timed_gmacs(accumulate.matmul, a, b, fmt, mode, 0,
                                                 args.max_seconds)
             if why:
                 notes.append(f"reference skipped ({why})")
             if free_f32 is not None:
                 notes.append(f"float32 without OPENBLAS_CORETYPE: {free_f32[size]:.1f}")
             row["note"] = "; ".join(notes)
-            rows.append(row)
+            size_rows.append(row)
+        f32 = max(f32_before, float32_gmacs(size, args.repeat))
+        for row in size_rows:
+            row["float32"] = f32
+            row["ratio"] = row["native"] / f32 if row["native"] else None
+        rows += size_rows
     return rows
 
 
@@ -158,6 +173,7 @@ def environment() -> dict:
         "simd": native.simd_level(),
         "threads": native.threads() if native.available() else 1,
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -174,27 +190,32 @@ def table(rows: list[dict]) -> str:
               r["note"]] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
-    fmt_line = lambda cells: "  ".join(c.ljust(w) if i in (0, 2, 7) else c.rjust(w)
-                                       for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [fmt_line(header), fmt_line(["-" * w for w in widths])]
-    out += [fmt_line(line) for line in lines]
+    text_columns = (0, 2, 7)
+
+    def line_of(cells):
+        return "  ".join(c.ljust(w) if i in text_columns else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [line_of(header), line_of(["-" * w for w in widths])]
+    out += [line_of(line) for line in lines]
     return "\n".join(out)
 
 
 def run(args) -> int:
     if args.threads is not None and native.available():
         native.set_threads(args.threads)
+    env = environment()  # before the run: the load average is other work's
     rows = [row for bench in BENCHMARKS for row in bench(args)]
-    env = environment()
     if args.json:
         print(json.dumps({"environment": env, "results": rows}, indent=2))
         return 0
     units = sorted({r["unit"] for r in rows})
     print(f"lnsnet bench: {', '.join(units)}; C kernels: "
           f"{env['simd'] + ', ' + str(env['threads']) + ' threads' if env['native'] else 'not built'}; "
-          f"NumPy {env['numpy']} float32 measured in the same run"
+          f"NumPy {env['numpy']} float32 measured in the same run; "
+          f"load average {env['load_average']} on {env['cpus']} CPUs"
           + (f"; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}" if env["OPENBLAS_CORETYPE"] else ""))
-    print("8-bit LNS (gamma 8) matmul M = K = N = size; best of "
-          f"{args.repeat} after a warm-up; runs over {args.max_seconds:g} s are skipped")
+    print("8-bit LNS (gamma 8) matmul M = K = N = size; native: best of "
+          f"{args.repeat} after a warm-up; reference: one run, skipped past {args.max_seconds:g} s")
     print(table(rows))
     return 0

@@ -155,11 +155,20 @@ class Float32Engine:
         missing = [n for n in names if n not in arrays]
         if missing:
             raise ValueError(f"{path}: missing {missing}")
+        for name, w in zip(names, self.optimizer.weights):
+            _check_like(arrays[name], w, name, path)
         _load_reference_state(self.optimizer, arrays, path)
         self.optimizer.weights = [arrays[n].astype(np.float64) for n in names]
         for (_, layer, attr), w in zip(self.slots, self.optimizer.weights):
             setattr(layer, attr, w.astype(F32))
         return extra["run_state"]
+
+
+def _check_like(array: np.ndarray, like: np.ndarray, name: str, path) -> None:
+    """Raise ValueError unless array is real floats of like's shape."""
+    if array.dtype.kind != "f" or array.shape != like.shape:
+        raise ValueError(f"{path}: {name} is {array.dtype} of shape {array.shape}, "
+                         f"expected floats of shape {like.shape}")
 
 
 # The per-weight state lists a float reference optimizer keeps, by attribute name.
@@ -175,13 +184,22 @@ def _reference_state(opt) -> dict[str, np.ndarray]:
 
 
 def _load_reference_state(opt, arrays, path) -> None:
+    """Check every part of the optimizer's state in arrays, then adopt it (nothing changes on error)."""
+    steps = arrays.get("steps")
+    if steps is None or steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
+        raise ValueError(f"{path}: optimizer step count is missing or not a count")
+    state = {}
     for attr in _REFERENCE_STATE:
         if hasattr(opt, attr):
             keys = [f"{attr}/{i}" for i in range(len(opt.weights))]
             if any(k not in arrays for k in keys):
                 raise ValueError(f"{path}: optimizer state {attr!r} is missing or incomplete")
-            setattr(opt, attr, [arrays[k] for k in keys])
-    opt.steps = int(arrays["steps"])
+            for key, w in zip(keys, opt.weights):
+                _check_like(arrays[key], w, key, path)
+            state[attr] = [arrays[k] for k in keys]
+    for attr, values in state.items():
+        setattr(opt, attr, values)
+    opt.steps = int(steps)
 
 
 def read_run_state(path) -> str:

@@ -134,8 +134,9 @@ class LNSFormat:
         format's); a finer one is shifted to this gamma first, with rounding
         to nearest (ties toward the larger magnitude) or stochastic.
         t: the scale exponent, default the largest exponent present.
-        Exponents above t saturate to t; those below t - span flush to zero
-        ("flush") or saturate to t - span ("saturate").  Nothing wraps.
+        Exponents above t saturate to t; those below t - span (or -limit, if
+        that is higher) flush to zero ("flush") or saturate to that bound
+        ("saturate").  Nothing wraps.
         """
         if underflow not in UNDERFLOW_MODES:
             raise ValueError(f"requantize: underflow={underflow!r}, expected one of {UNDERFLOW_MODES}")
@@ -158,7 +159,9 @@ class LNSFormat:
         if t is None:
             t = int(exp[nonzero].max()) if nonzero.any() else 0
         t = int(np.clip(t, -self.limit + self.span, self.limit))
-        low = t - self.span
+        # A window wider than the engine's range (span > 2 * limit, e.g. 32 bits)
+        # still ends at -limit: nothing below it is held.
+        low = max(t - self.span, -self.limit)
         out = np.minimum(exp, t)
         under = nonzero & (out < low)
         if underflow == "flush":

@@ -107,7 +107,15 @@ def _exps(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def _narrow(a) -> bool:
+    """Integers of 32 bits or fewer: within EXP_BOUND without looking
+    (tensors hold int32 exponents)."""
+    dtype = np.asarray(a).dtype
+    return dtype.kind in "iu" and dtype.itemsize <= 4
+
+
 def _in_bounds(*exps: np.ndarray) -> bool:
+    """Every (int64) exponent within +-EXP_BOUND."""
     return all(x.size == 0 or (int(x.min()) >= -EXP_BOUND and int(x.max()) <= EXP_BOUND)
                for x in exps)
 
@@ -266,9 +274,10 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
     sb, xb = np.broadcast_arrays(sb, xb)
     (m, k), n = sa.shape[-2:], sb.shape[-1]
     margin = _margin(k, mode)
+    narrow = _narrow(xa) and _narrow(xb)
     sa, sb = _signs(sa), _signs(sb)
     xa, xb = _exps(xa), _exps(xb)
-    if not _in_bounds(xa, xb):
+    if not (narrow or _in_bounds(xa, xb)):
         return _accumulate.matmul(sa, xa, sb, xb, tables, mode)
     a_offsets = _batch_offsets(sa.shape[:-2], batch, m * k)
     b_offsets = _batch_offsets(sb.shape[:-2], batch, k * n)

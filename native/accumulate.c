@@ -19,26 +19,30 @@
  *   and cc = [rho + beta >= gamma]   (floor(x/2^a)/2^b floors to x/2^(a+b)).
  *   So B is expanded once per (column chunk, k panel) into 2*gamma signed
  *   "variant rows" W_e * sign (both signs of a), and a product becomes one
- *   load, one shift by g + cc and one add: a row of A only picks a variant
- *   row and a shift count per k.  Columns are sorted by beta so that cc is
- *   the same across almost every chunk of a row.
+ *   load, one shift by g and one add: a row of A only picks a variant row
+ *   and a shift count per k.
  *   The shift must truncate the magnitude, as the reference does.  W_e is a
  *   multiple of 2^(L+1-h) (h = (e+ub) >> f), so for g <= L - hmax (hmax over
- *   the panel) the shift is exact and the signed sum can be shifted as it is;
- *   products further down ("unsafe": both factors far below their maxima)
- *   are summed apart with sign-magnitude truncation.  Variant rows are kept
- *   in offset binary (value ^ 2^63) and shifted logically: that equals the
- *   arithmetic shift plus 2^(63-c), and those constants are summed per row
- *   in advance and taken off once (bias).
+ *   the panel) every shift by g + cc is exact ("safe"): the signed sum can be
+ *   shifted as it is, and cc = 1 halves a row's partial sum over the panel
+ *   once instead of shifting each term.  Columns are sorted by beta so that
+ *   cc changes at most once along a row.  Products further down ("unsafe":
+ *   both factors far below their maxima) are summed apart with
+ *   sign-magnitude truncation.  Variant rows are kept in offset binary
+ *   (value ^ 2^63) and shifted logically: that equals the arithmetic shift
+ *   plus 2^(63-g), and those constants are summed per row in advance and
+ *   taken off once (bias).
  * - generic linear (any gamma): the reference formula per product,
  *   written so that the compiler vectorizes it over a chunk of columns.
  * - logadd: ⊕ per product in index order, vectorized over columns.  With
  *   AVX-512, in int32 lanes where an exact zero is an exponent far below
- *   every real one (the "zero level", see logadd_group_avx512), so that the
+ *   every real one (the "zero level", see "logadd with AVX-512"), so that the
  *   zero-operand rules of ⊕ fall out of its ordinary case.
  *
  * Both cores: OpenMP over column chunks and row blocks (or over batch
- * elements when they are many and small).
+ * elements when they are many and small).  Every loop is scheduled
+ * dynamically: on a shared machine a thread may lose its core for a while,
+ * and the others should not wait for it at the next barrier.
  */
 #include <string.h>
 
@@ -52,6 +56,8 @@
 #include <immintrin.h>
 #endif
 
+/* Products of fewer multiply-adds than this run on the calling thread. */
+#define SERIAL_BELOW ((int64_t)1 << 20)
 /* The reference's base for a row without nonzero entries: int64 min // 4. */
 #define LNS_LOW (INT64_MIN / 4)
 
@@ -87,12 +93,12 @@ static int simd_supported(void)
 {
 #ifdef LNS_X86
     __builtin_cpu_init();
-    /* the AVX-512 functions are compiled for all these subsets */
+    /* the AVX-512 functions are compiled for all these subsets (LNS_TARGET_AVX512) */
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("bmi2"))
+        && __builtin_cpu_supports("avx512cd"))
         return LNS_SIMD_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2"))
+    if (__builtin_cpu_supports("avx2"))
         return LNS_SIMD_AVX2;
 #endif
     return LNS_SIMD_PORTABLE;
@@ -187,11 +193,26 @@ typedef struct {
 
 enum { STRATEGY_FAST, STRATEGY_GENERIC, STRATEGY_LOGADD };
 
+/* The strategy the scratch is sized for: the fast layout holds the generic
+ * one's too, so lns_matmul may still turn to generic (fast_fits). */
 static int strategy(int32_t mode, int32_t frac_bits)
 {
     if (mode == LNS_MODE_LOGADD)
         return STRATEGY_LOGADD;
     return frac_bits <= FAST_MAX_F ? STRATEGY_FAST : STRATEGY_GENERIC;
+}
+
+/* Where cc = 1, the fast path sums a panel at twice the reference's scale
+ * before halving.  The margin L leaves the reference's whole sum below
+ * 2^63 and no bit more, so the doubled partial sum of a panel's n terms
+ * (each below 2^(POW2_BITS + 2 + L)) fits only if n <= 2^(62 - POW2_BITS - 1 - L):
+ * true when K > kc, and when K <= kc only for K a power of two. */
+static int fast_fits(int64_t k, int32_t frac_bits, int32_t margin)
+{
+    int64_t kc = FAST_KC_GAMMA >> frac_bits;
+    int64_t terms = k < kc ? k : kc;
+    int64_t room = 62 - LNS_POW2_BITS - 1 - margin;
+    return room >= 0 && room < 62 && terms <= ((int64_t)1 << room);
 }
 
 /* Many small matrices: one batch element per thread instead of splitting each. */
@@ -952,20 +973,20 @@ static void fast_parallel(const mm_problem *p, const kernel_set *ks, int64_t *sh
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, 1)
         for (int64_t cb = 0; cb < col_blocks; cb++) {
             int64_t j1 = (cb + 1) * 64 < p->n ? (cb + 1) * 64 : p->n;
             column_max(p, cb * 64, j1, st.bmax);
         }
         #pragma omp single
         fast_sort_columns(p, &st);
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, 1)
         for (int64_t panel = 0; panel < st.l.panels; panel++)
             fast_prepare_panel(p, &st, panel);
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, 16)
         for (int64_t i = 0; i < p->m; i++)
             fast_row_entries(p, &st, i);
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, 1)
         for (int64_t panel = 0; panel < st.l.panels; panel++)
             fast_count_unsafe(p, &st, panel);
         #pragma omp for schedule(dynamic, 1)
@@ -1099,19 +1120,19 @@ __m512i gauss_permute(__m512i idx, __m512i d, __mmask16 differ, const int32_t *g
 }
 
 /* One ⊕ on 16 lanes: the sum (x, neg) with the product (x2, neg2). */
-#define LOGADD_STEP(lookup, x, neg, x2_, neg2_)                                            \
+#define LOGADD_STEP(lookup, sum, sum_neg, product, product_neg)                           \
     do {                                                                                  \
-        __m512i x2 = (x2_);                                                               \
-        __mmask16 neg2 = (neg2_);                                                         \
-        __mmask16 a_larger = _mm512_cmpge_epi32_mask(x, x2);                              \
-        __m512i d = _mm512_abs_epi32(_mm512_sub_epi32(x, x2));                            \
-        __m512i xm = _mm512_max_epi32(x, x2);                                             \
-        __mmask16 differ = (__mmask16)(neg ^ neg2);                                       \
-        __m512i idx = _mm512_min_epu32(d, nmax);                                          \
-        idx = _mm512_mask_add_epi32(idx, differ, idx, db_start);                          \
-        __m512i corr = lookup(idx, d, differ, gauss, lo, hi);                             \
-        x = _mm512_max_epi32(_mm512_add_epi32(xm, corr), floor);                          \
-        neg = (__mmask16)((a_larger & neg) | (~a_larger & neg2));                         \
+        __m512i step_p = (product);                                                       \
+        __mmask16 step_pneg = (product_neg);                                              \
+        __mmask16 step_larger = _mm512_cmpge_epi32_mask(sum, step_p);                     \
+        __m512i step_d = _mm512_abs_epi32(_mm512_sub_epi32(sum, step_p));                 \
+        __m512i step_max = _mm512_max_epi32(sum, step_p);                                 \
+        __mmask16 step_differ = (__mmask16)(sum_neg ^ step_pneg);                         \
+        __m512i step_idx = _mm512_min_epu32(step_d, nmax);                                \
+        step_idx = _mm512_mask_add_epi32(step_idx, step_differ, step_idx, db_start);      \
+        __m512i step_corr = lookup(step_idx, step_d, step_differ, gauss, lo, hi);         \
+        sum = _mm512_max_epi32(_mm512_add_epi32(step_max, step_corr), floor);             \
+        sum_neg = (__mmask16)((step_larger & sum_neg) | (~step_larger & step_pneg));      \
     } while (0)
 
 /* Row i, columns [q0, q0 + 64): four independent chains of 16 lanes, so
@@ -1128,7 +1149,7 @@ __m512i gauss_permute(__m512i idx, __m512i d, __mmask16 differ, const int32_t *g
         __m512i nmax = _mm512_set1_epi32((int32_t)st->l.nmax);                                \
         __m512i db_start = _mm512_set1_epi32((int32_t)st->l.nmax + 1);                        \
         __m512i floor = _mm512_set1_epi32(ZERO_FLOOR);                                        \
-        __m512i x0 = _mm512_set1_epi32(ZERO_LEVEL), x1 = x0, x2 = x0, x3 = x0;                \
+        __m512i s0 = _mm512_set1_epi32(ZERO_LEVEL), s1 = s0, s2 = s0, s3 = s0;                \
         __mmask16 n0 = 0, n1 = 0, n2 = 0, n3 = 0;                                             \
         for (int64_t kk = 0; kk < p->k; kk++) {                                               \
             if (sa[kk] == 0) /* a zero product leaves every sum as it is */                   \
@@ -1137,16 +1158,16 @@ __m512i gauss_permute(__m512i idx, __m512i d, __mmask16 differ, const int32_t *g
             __mmask16 flip = sa[kk] < 0 ? 0xFFFF : 0;                                         \
             const int32_t *xb = st->xb + kk * npad + q0;                                      \
             const uint16_t *negb = st->negb + (kk * npad + q0) / 16;                          \
-            LOGADD_STEP(lookup, x0, n0, _mm512_add_epi32(xav, _mm512_loadu_si512(xb)),        \
+            LOGADD_STEP(lookup, s0, n0, _mm512_add_epi32(xav, _mm512_loadu_si512(xb)),        \
                         negb[0] ^ flip);                                                      \
-            LOGADD_STEP(lookup, x1, n1, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 16)),   \
+            LOGADD_STEP(lookup, s1, n1, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 16)),   \
                         negb[1] ^ flip);                                                      \
-            LOGADD_STEP(lookup, x2, n2, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 32)),   \
+            LOGADD_STEP(lookup, s2, n2, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 32)),   \
                         negb[2] ^ flip);                                                      \
-            LOGADD_STEP(lookup, x3, n3, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 48)),   \
+            LOGADD_STEP(lookup, s3, n3, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 48)),   \
                         negb[3] ^ flip);                                                      \
         }                                                                                     \
-        logadd_store(p, i, q0, x0, x1, x2, x3, n0, n1, n2, n3);                               \
+        logadd_store(p, i, q0, s0, s1, s2, s3, n0, n1, n2, n3);                               \
     }
 
 /* The four chains' sums to (sign, exponent): the zero level is exact zero. */
@@ -1238,12 +1259,12 @@ static int logadd_parallel_avx512(const mm_problem *p, int64_t *shared, int32_t 
 {
     logadd_state st = logadd_setup(p, shared);
     int64_t largest = 0;
-    #pragma omp parallel for schedule(static) reduction(max : largest) num_threads(threads)
+    #pragma omp parallel for schedule(dynamic, 16) reduction(max : largest) num_threads(threads)
     for (int64_t kk = 0; kk < p->k; kk++) {
         int64_t row = logadd_encode_row(p, &st, kk);
         largest = row > largest ? row : largest;
     }
-    #pragma omp parallel for schedule(static) reduction(max : largest) num_threads(threads)
+    #pragma omp parallel for schedule(dynamic, 16) reduction(max : largest) num_threads(threads)
     for (int64_t i = 0; i < p->m; i++) {
         int64_t row = logadd_row_largest(p, i);
         largest = row > largest ? row : largest;
@@ -1280,7 +1301,7 @@ static void rowwise_parallel(const mm_problem *p, const kernel_set *ks, int stra
     #pragma omp parallel num_threads(threads)
     {
         if (strat == STRATEGY_GENERIC) {
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(dynamic, 1)
             for (int64_t cb = 0; cb < col_blocks; cb++) {
                 int64_t j1 = (cb + 1) * 64 < p->n ? (cb + 1) * 64 : p->n;
                 column_max(p, cb * 64, j1, shared);
@@ -1303,6 +1324,11 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
         threads = 1;
     if (scratch_words < lns_matmul_scratch_words(batch, m, k, n, mode, t, threads))
         return -1;
+    /* A small product is done before a second thread would have started
+     * (and on a busy machine each barrier can cost a scheduler time slice);
+     * fewer threads only use less of the scratch. */
+    if (batch * m * k * n < SERIAL_BELOW)
+        threads = 1;
     if (m == 0 || n == 0)
         return 0;
     if (k == 0) {  /* empty sums are exactly zero */
@@ -1311,6 +1337,8 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
         return 0;
     }
     int strat = strategy(mode, t->frac_bits);
+    if (strat == STRATEGY_FAST && !fast_fits(k, t->frac_bits, margin))
+        strat = STRATEGY_GENERIC;
     int level = lns_simd_current();
     kernel_set ks = kernels_for(level);
     int64_t shared, private_words;

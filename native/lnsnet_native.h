@@ -60,6 +60,12 @@ void lns_sum(int64_t rows, int64_t k, const int8_t *s, const int64_t *x,
              int32_t mode, int32_t margin, const lns_tables *t,
              int8_t *out_s, int64_t *out_x);
 
+/* batch products (m, k) @ (k, n); product b reads sa/xa from a_offsets[b]
+ * and sb/xb from b_offsets[b] (element offsets, so a shared operand is not
+ * copied) and writes out_s/out_x from b*m*n.  margin is the reference's left
+ * margin L for k.  scratch must hold lns_matmul_scratch_words(...) words for
+ * the same arguments; lns_matmul returns 0, or -1 without writing anything
+ * when it does not. */
 int64_t lns_matmul_scratch_words(int64_t batch, int64_t m, int64_t k, int64_t n,
                                  int32_t mode, const lns_tables *t, int32_t threads);
 int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
@@ -77,11 +83,12 @@ int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
 enum { LNS_SIMD_PORTABLE = 0, LNS_SIMD_AVX2 = 1, LNS_SIMD_AVX512 = 2 };
 #if defined(__GNUC__) && defined(__x86_64__)
 #define LNS_X86 1
-#define LNS_TARGET_AVX2 __attribute__((target("avx2,bmi,bmi2,lzcnt,popcnt")))
+#define LNS_TARGET_AVX2 __attribute__((target("avx2")))
 #define LNS_TARGET_AVX512 \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,bmi,bmi2,lzcnt,popcnt")))
-#define LNS_TARGET_AVX512_VBMI __attribute__((target( \
-    "avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vbmi,avx2,bmi,bmi2,lzcnt,popcnt")))
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2")))
+/* used only after __builtin_cpu_supports("avx512vbmi") */
+#define LNS_TARGET_AVX512_VBMI \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vbmi,avx2")))
 #endif
 
 /* The level in use: what the CPU has, capped by lns_simd_limit. */

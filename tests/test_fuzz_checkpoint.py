@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -23,9 +24,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lnsnet import checkpoint, engines, nn, optim
+from lnsnet.engines import make_engine
 from lnsnet.format import LNSFormat
 from lnsnet.ops import cross_entropy
 from lnsnet.tensor import tensor
+from lnsnet.train import TrainConfig
 
 MASTER = LNSFormat(16, 1024)
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -96,18 +99,22 @@ def target():
     return run
 
 
-def check_load(path, run) -> str:
+def check_load(path, run) -> Exception | None:
     """Load path into run.  On failure: a ValueError/OSError naming the file, and run unchanged.
-    On success: the run trains on.  Returns 'loaded' or 'refused'."""
+    On success: the run trains on.  Returns the error, or None when the file loaded."""
     before = snapshot(*run)
     try:
         checkpoint.load(path, *run)
     except (ValueError, OSError) as err:
         assert os.fspath(path) in str(err), err
         assert_same(before, snapshot(*run))
-        return "refused"
+        return err
     train_step(*run, seed=11)
-    return "loaded"
+    return None
+
+
+def outcome(error: Exception | None) -> str:
+    return "loaded" if error is None else "refused"
 
 
 # ---- damaged bytes -----------------------------------------------------------------------
@@ -119,7 +126,7 @@ def test_truncated_files_are_refused(tmp_path, good_file, target, data):
     cut = data.draw(st.integers(0, len(raw) - 1), label="cut")
     path = tmp_path / "cut.npz"
     path.write_bytes(raw[:cut])
-    assert check_load(path, target) == "refused"
+    assert check_load(path, target) is not None
 
 
 @settings(FUZZ, max_examples=300)
@@ -131,7 +138,7 @@ def test_bit_flips(tmp_path, good_file, target, data):
         raw[bit // 8] ^= 1 << (bit % 8)
     path = tmp_path / "flipped.npz"
     path.write_bytes(bytes(raw))
-    event(check_load(path, target))
+    event(outcome(check_load(path, target)))
 
 
 @settings(FUZZ, max_examples=250)
@@ -143,7 +150,7 @@ def test_overwritten_bytes(tmp_path, good_file, target, data):
     raw[start:start + len(patch)] = patch
     path = tmp_path / "patched.npz"
     path.write_bytes(bytes(raw))
-    event(check_load(path, target))
+    event(outcome(check_load(path, target)))
 
 
 # ---- well-formed archives with the wrong content ---------------------------------------------
@@ -192,7 +199,7 @@ def test_edited_entries(tmp_path, good_file, target, data, compressed):
                **{f"extra/{k}": np.array(v) for k, v in extra.items()}}
     path = tmp_path / "edited.npz"
     write_archive(path, edited(content, data), compressed)
-    event(check_load(path, target))
+    event(outcome(check_load(path, target)))
 
 
 @settings(FUZZ, max_examples=200)
@@ -204,7 +211,7 @@ def test_foreign_archives(tmp_path, target, data, with_magic):
         content[checkpoint.MAGIC] = np.array(checkpoint.VERSION, np.int64)
     path = tmp_path / "foreign.npz"
     write_archive(path, content, compressed=False)
-    assert check_load(path, target) == "refused"
+    assert check_load(path, target) is not None
 
 
 @settings(FUZZ, max_examples=100)
@@ -224,7 +231,7 @@ def test_lying_npy_headers_allocate_nothing(tmp_path, good_file, target, header,
     np.savez(path, **{checkpoint.MAGIC: np.array(checkpoint.VERSION, np.int64), **honest})
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("model/0.weight.codes.npy", buffer.getvalue() + bytes(held))
-    assert check_load(path, target) == "refused"
+    assert check_load(path, target) is not None
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -241,8 +248,37 @@ def test_corrupt_fields_are_named(tmp_path, good_file, target, key, value, messa
     _, arrays, extra = good_file
     path = tmp_path / "corrupt.npz"
     checkpoint.write_npz(path, {**arrays, key: value}, extra)
-    with pytest.raises(ValueError, match=message):
-        check_load(path, target)
+    assert re.search(message, str(check_load(path, target)))
+
+
+@pytest.mark.parametrize("edit", ["drop steps", "negative steps", "weight shape", "weight as ints",
+                                  "state shape"])
+def test_float32_baseline_checkpoint_mismatches_change_nothing(tmp_path, edit):
+    """The float32 baseline's checkpoints are checked whole before anything is adopted too."""
+    config = TrainConfig(model="mlp", optimizer="adam", float32=True)
+    path = tmp_path / "f32.npz"
+    make_engine(config).save(path, "{}")
+    arrays, extra = checkpoint.read_npz(path)
+    weight = next(k for k in arrays if k.startswith("weight/"))
+    if edit == "drop steps":
+        del arrays["steps"]
+    elif edit == "negative steps":
+        arrays["steps"] = np.array(-1)
+    elif edit == "weight shape":
+        arrays[weight] = arrays[weight][:3]
+    elif edit == "weight as ints":
+        arrays[weight] = arrays[weight].astype(np.int64)
+    else:
+        arrays["v/0"] = np.zeros(3)
+    checkpoint.write_npz(path, arrays, extra)
+    engine = make_engine(config)
+    engine.optimizer.steps = 5
+    before = [w.copy() for w in (*engine.optimizer.weights, *engine.optimizer.m, *engine.optimizer.v)]
+    with pytest.raises(ValueError, match=str(path)):
+        engine.load(path)
+    after = (*engine.optimizer.weights, *engine.optimizer.m, *engine.optimizer.v)
+    assert engine.optimizer.steps == 5
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 # ---- a pickle is never loaded ------------------------------------------------------------------

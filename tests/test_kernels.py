@@ -128,7 +128,8 @@ def test_requantize_saturates_instead_of_wrapping(bits, gamma, exps, t, underflo
     qs, qx, qt = fmt.requantize(s, given_x, t=t, underflow=underflow)
     # exponents beyond twice the engine's limit are first clipped there (format.py)
     x = np.clip(given_x, -2 * fmt.limit, 2 * fmt.limit)
-    low = qt - fmt.span
+    # below the window, or below the engine's range (-limit) when that is higher
+    low = max(qt - fmt.span, -fmt.limit)
     assert qt == min(max(t, -fmt.limit + fmt.span), fmt.limit)  # t itself stays in the engine's range
     above, below = x > qt, x < low
     np.testing.assert_array_equal(qx[above], qt)            # saturated, never wrapped

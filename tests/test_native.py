@@ -10,13 +10,16 @@ every SIMD level this CPU has.
 """
 from __future__ import annotations
 
+import argparse
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lnsnet.kernels as dispatched
-from lnsnet import LNSFormat, native
+from lnsnet import LNSFormat, bench, native
 from lnsnet.kernels import accumulate, elementwise, fixed
 from lnsnet.tables import tables_for
 
@@ -273,6 +276,31 @@ def test_matmul_truncated_products_decide(gamma, simd):
     check_matmul(sa, xa, sb, xb, gamma, modes=("linear", "mitchell"))
 
 
+@pytest.mark.parametrize("gamma", (1, 8, 16))
+def test_matmul_largest_sums(gamma):
+    """Every product at the base and of one sign: the accumulator reaches the
+    top of the range the left margin allows.  Rows whose cc is 1 (the base's
+    fractions rho + beta >= gamma) and rows whose cc is 0, for K around the
+    panel size (found by fuzzing: K = 3 once overflowed a panel sum)."""
+    t = tables_for(gamma)
+    kc = 128 // gamma
+    rho_beta = [(gamma - 1, gamma - 1), (gamma - 1, 0), (0, 0), (gamma // 2, gamma - 1)]
+    best = native.simd_level()
+    for k in sorted({1, 2, 3, 7, kc - 1, kc, kc + 1, 2 * kc + 3}):
+        xa = np.array([[rho - gamma for rho, _ in rho_beta]]).T.repeat(k, axis=1)
+        xb = np.array([[beta - gamma for _, beta in rho_beta]]).repeat(k, axis=0)
+        for sa_sign, sb_sign in ((1, 1), (-1, -1), (1, -1)):
+            sa = np.full(xa.shape, sa_sign, np.int8)
+            sb = np.full(xb.shape, sb_sign, np.int8)
+            want = accumulate.matmul(sa, xa, sb, xb, t)
+            try:
+                for level in simd_levels():
+                    native.limit_simd(level)
+                    same(native.matmul(sa, xa, sb, xb, t), want)
+            finally:
+                native.limit_simd(best)
+
+
 @pytest.mark.parametrize("gamma", (1, 8, 1024))
 def test_logadd_runs_of_cancellation(gamma, simd):
     """Equal exponents and random signs: sums cancel to exact zero again and
@@ -328,9 +356,10 @@ def test_matmul_batched(simd):
     sb, xb = operands(rng, (3, 9, 5), spread=30)
     check_matmul(sa, xa, sb, xb, 8)
     check_matmul(sa, xa, sb, xb, 64)
-    # many small products: one per thread
-    sa, xa = operands(rng, (16, 4, 8), spread=30)
-    sb, xb = operands(rng, (8, 3), spread=30)
+    # many small products: one per thread (8 x 64*64*40 multiply-adds, past
+    # the size below which the kernel keeps to the calling thread)
+    sa, xa = operands(rng, (8, 64, 64), spread=30)
+    sb, xb = operands(rng, (64, 40), spread=30)
     check_matmul(sa, xa, sb, xb, 8)
     check_matmul(sa, xa, sb[None], xb[None], 1024, modes=("linear",))
 
@@ -414,6 +443,7 @@ def test_short_scratch_is_refused():
 # ---- dispatch ------------------------------------------------------------------------------
 
 def test_dispatch_uses_native_unless_switched_off(monkeypatch):
+    monkeypatch.setenv("LNSNET_NATIVE", "1")
     calls = []
     monkeypatch.setattr(native, "matmul", lambda *a, **k: calls.append(1) or accumulate.matmul(*a, **k))
     t = tables_for(8)
@@ -430,3 +460,17 @@ def test_simd_levels_reported():
     assert native.simd_level() in native.SIMD_LEVELS
     with pytest.raises(ValueError, match="SIMD level"):
         native.limit_simd("sse9")
+
+
+def test_bench_table_and_json(capsys):
+    """`lnsnet bench` runs its benchmarks and prints a table, or JSON."""
+    parser = argparse.ArgumentParser()
+    bench.configure(parser)
+    assert bench.run(parser.parse_args(["--sizes", "24", "--repeat", "1"])) == 0
+    out = capsys.readouterr().out
+    assert "native/float32" in out and "linear" in out and "logadd" in out
+    assert bench.run(parser.parse_args(["--sizes", "24", "--repeat", "1", "--json",
+                                        "--modes", "linear"])) == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["results"]
+    assert row["size"] == 24 and row["native"] > 0 and row["reference"] > 0 and row["ratio"] > 0

@@ -35,6 +35,8 @@ IDX_DTYPES = {
 _CODE_OF_KIND = {(dt.kind, dt.itemsize): code for code, dt in IDX_DTYPES.items()}
 
 GZIP_MAGIC = b"\x1f\x8b"
+# IDX allows 255 dimensions; numpy 1.x arrays hold at most 32 (2.x: 64).
+MAX_DIMS = 32
 DEFAULT_MAX_BYTES = 1 << 30     # 1 GiB: MNIST's largest file is 47 MB
 _CHUNK = 1 << 20
 
@@ -59,6 +61,9 @@ def _read_header(stream, path) -> tuple[np.dtype, tuple[int, ...]]:
         raise _fail(path, f"unknown IDX dtype code 0x{code:02x} (known: {known})")
     if ndim == 0:
         raise _fail(path, "IDX header declares 0 dimensions")
+    if ndim > MAX_DIMS:
+        raise _fail(path, f"IDX header declares {ndim} dimensions, more than the {MAX_DIMS} "
+                          "an array can have")
     raw_dims = stream.read(4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise _fail(path, f"truncated IDX header: expected {4 * ndim} bytes of dimensions, "

@@ -128,6 +128,9 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
         raise ValueError(f"matmul needs operands of at least 2 dimensions, got {sa.shape} and {sb.shape}")
     if sa.shape[-1] != sb.shape[-2]:
         raise ValueError(f"matmul: inner sizes differ: {sa.shape} @ {sb.shape}")
+    # as in the C twin, an exponent may be given in any shape that broadcasts to its sign's
+    sa, xa = np.broadcast_arrays(sa, xa)
+    sb, xb = np.broadcast_arrays(sb, xb)
     if sa.ndim == 2 and sb.ndim == 2:
         return matmul_2d(sa, xa, sb, xb, tables, mode)
     try:

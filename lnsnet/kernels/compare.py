@@ -15,7 +15,7 @@ def compare(sa, xa, sb, xb) -> np.ndarray:
     sa, xa, sb, xb = broadcast(sa, xa, sb, xb)
     sa = sa.astype(np.int8)
     sb = sb.astype(np.int8)
-    by_exp = sa * np.sign(xa.astype(np.int64) - xb)
+    by_exp = sa * np.sign(xa.astype(np.int64) - xb.astype(np.int64))
     return np.where(sa != sb, np.sign(sa - sb), np.where(sa == 0, 0, by_exp)).astype(np.int8)
 
 

@@ -25,7 +25,8 @@ def mul(sa, xa, sb, xb):
     """(sa*sb, xa+xb): exact."""
     sa, xa, sb, xb = broadcast(sa, xa, sb, xb)
     sign = (sa.astype(np.int8) * sb.astype(np.int8)).astype(np.int8)
-    exp = np.where(sign != 0, xa.astype(np.int64) + xb, 0)
+    # both as int64: int64 with uint64 would promote to float64
+    exp = np.where(sign != 0, xa.astype(np.int64) + xb.astype(np.int64), 0)
     return sign, exp
 
 
@@ -38,7 +39,7 @@ def div(sa, xa, sb, xb):
         raise ZeroDivisionError(
             f"LNS divide: {int(zero.sum())} zero divisor(s); the first at index {first}")
     sign = (sa.astype(np.int8) * sb.astype(np.int8)).astype(np.int8)
-    exp = np.where(sign != 0, xa.astype(np.int64) - xb, 0)
+    exp = np.where(sign != 0, xa.astype(np.int64) - xb.astype(np.int64), 0)
     return sign, exp
 
 

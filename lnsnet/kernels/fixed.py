@@ -42,7 +42,9 @@ def shift_round(v: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 def to_fixed(sign, exp, frac: int, tables: Tables) -> np.ndarray:
     """round(s * 2**(x/gamma) * 2**frac) as int64, saturating at 2**FIXED_CEIL_BITS - 1."""
-    sign = np.asarray(sign)
+    # int8 as in the C twin: a float sign would turn sign * mag into a float
+    # and round away the low bits of magnitudes above 2**53.
+    sign = np.asarray(sign, dtype=np.int8)
     p = np.asarray(exp, dtype=np.int64)
     q = p >> tables.frac_bits
     r = p & (tables.gamma - 1)
