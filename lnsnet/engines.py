@@ -54,11 +54,15 @@ class LNSEngine:
         return loss.item(), int((logits.argmax(axis=-1) == labels).sum())
 
     def saturated(self) -> str | None:
-        """A description when every nonzero master weight is pinned at +-limit of its format."""
-        params = list(self.model.parameters())
-        pinned = all(np.all(np.abs(p.exp[p.sign != 0]) >= p.fmt.limit) for p in params)
-        if pinned and any((p.sign != 0).any() for p in params):
-            return f"all master exponents at +-{params[0].fmt.limit} in {params[0].fmt}"
+        """A description when a master weight has blown up to the largest exponent the engine holds.
+
+        An LNS loss decodes to a finite number however far a run diverges, so
+        this is how a blow-up shows: a weight pinned at 2**1000.
+        """
+        for name, p in self.model.named_parameters():
+            nonzero = p.sign != 0
+            if nonzero.any() and int(p.exp[nonzero].max()) >= p.fmt.limit:
+                return f"{name} reached the largest exponent, +{p.fmt.limit} in {p.fmt}"
         return None
 
     def predict(self, images) -> np.ndarray:

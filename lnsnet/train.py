@@ -203,7 +203,7 @@ class Trainer:
             raise Diverged(f"the loss is no longer finite ({loss}) at {where}")
         saturated = self.engine.saturated()
         if saturated:
-            raise Diverged(f"every weight sits at its format's saturation bound at {where} ({saturated})")
+            raise Diverged(f"a weight sits at the saturation bound at {where}: {saturated}")
 
 
 @contextmanager

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -104,6 +109,71 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         checkpoint.save(path, model, opt)
     assert path.read_bytes() == good
     assert os.listdir(tmp_path) == ["c.npz"]  # no temporary file left behind
+
+
+def test_a_failed_rename_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    model, opt, schedule = make()
+    checkpoint.save(path, model, opt)
+    good = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("the machine went down")
+
+    monkeypatch.setattr(os, "replace", crash)
+    train(model, opt, schedule, steps=1, start=0)
+    with pytest.raises(OSError, match="went down"):
+        checkpoint.save(path, model, opt)
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_an_interrupt_right_after_the_rename_stays_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C landing just after the rename: the new checkpoint is in place and the
+    KeyboardInterrupt is not turned into a FileNotFoundError by the clean-up."""
+    path = tmp_path / "c.npz"
+    model, opt, _ = make()
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real_replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, model, opt)
+    checkpoint.load(path, *make()[:2])
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
+WRITER = """
+import sys
+import numpy as np
+from lnsnet import checkpoint
+
+path = sys.argv[1]
+for i in range(10 ** 6):
+    # a few MB, so that a kill often lands mid-write
+    checkpoint.write_npz(path, {"round": np.array(i), "data": np.full(1 << 19, i % 256, np.int64)})
+    print(i, flush=True)
+"""
+
+
+def test_a_process_killed_while_writing_leaves_a_whole_checkpoint(tmp_path):
+    """SIGKILL at random moments of a loop of writes: the file is always a whole checkpoint,
+    the last or the one before (only hidden temporary files may stay behind)."""
+    path = tmp_path / "c.npz"
+    rng = random.Random(5)
+    for _ in range(4):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
+                                  text=True)
+        writer.stdout.readline()   # one checkpoint is written
+        time.sleep(rng.uniform(0, 0.3))
+        writer.send_signal(signal.SIGKILL)
+        writer.communicate()
+        arrays, _ = checkpoint.read_npz(path)
+        assert (arrays["data"] == int(arrays["round"]) % 256).all()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["c.npz"]
 
 
 # ---- bad files: a clear ValueError, and nothing changed --------------------------------
