@@ -2,8 +2,8 @@
 
 Each benchmark is a function in BENCHMARKS taking the parsed options and
 returning rows (dicts with the keys of COLUMNS); the table and the --json
-output are built from the rows alone, so a new benchmark (conv2d, a training
-epoch) is one more function in the list.
+output are built from the rows alone, so a new benchmark is one more function in the list, named in
+SECTIONS for --only.
 
 matmul: GMAC/s of 8-bit (gamma = 8) LNS matmul, M = K = N = size, for each
 accumulation mode, with the C kernels ("native") and the NumPy reference,
@@ -15,16 +15,41 @@ runs after one warm-up; the NumPy reference is run once, and only where a
 before and after each size's LNS runs.  On a shared machine other work
 skews the ratios (float32 BLAS most, being multi-threaded): the header
 shows the load average.
+
+conv2d: GMAC/s of lnsnet.ops.conv2d forward (im2col, the matmul kernel and
+the requantization, as a layer runs it) at LeNet's two convolutions, beside
+the float32 baseline's im2col convolution (lnsnet.baseline.Conv2d) of the
+same shapes, timed like matmul.
+
+train: seconds per training epoch of each model, LNS engine beside the
+float32 baseline (lnsnet.engines), on random uint8 images.  A whole epoch
+would take minutes, so --epoch-steps steps are timed, the LNS and float32
+steps alternating so both see the same background load, and the median
+step is extrapolated to --epoch-images images.
+
+memory: peak memory of one training step of each engine, by tracemalloc:
+every Python and NumPy allocation made since the engine was built (its
+parameters and optimizer state) plus the step's temporaries.  Memory the C
+kernels allocate themselves is not seen; they allocate none per call (their
+scratch is a NumPy buffer, counted).
+
+--profile instead prints where one LNS training step's time goes, by
+cProfile: each function's own time, summed into buckets (see PROFILE_BUCKETS).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import math
 import os
 import platform
+import pstats
 import subprocess
 import sys
 import time
+import tracemalloc
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -61,6 +86,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for the C kernels (default: one per core)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--only", type=sections, default=list(SECTIONS),
+                        help=f"comma-separated benchmarks to run, of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--models", nargs="+", default=["mlp", "lenet"], choices=["mlp", "lenet"],
+                        help="models for train, memory and --profile (default: mlp lenet)")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="batch size for conv2d, train, memory and --profile (default: 64)")
+    parser.add_argument("--epoch-steps", type=int, default=3,
+                        help="timed training steps per engine, extrapolated to an epoch (default: 3)")
+    parser.add_argument("--epoch-images", type=int, default=60_000,
+                        help="images in the extrapolated epoch (default: 60000, MNIST's training set)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the benchmarks, profile LNS training steps: time per bucket "
+                             "(C kernels, NumPy, lnsnet Python) and the top functions")
+    parser.add_argument("--profile-steps", type=int, default=5,
+                        help="training steps profiled per model (default: 5)")
+    parser.add_argument("--top", type=int, default=12,
+                        help="functions listed per model by --profile (default: 12)")
+
+
+def sections(text: str) -> list[str]:
+    """--only's value: benchmark names, checked against SECTIONS."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown benchmark(s) {','.join(unknown) or repr(text)}; choose from {','.join(SECTIONS)}")
+    return names
 
 
 def best_time(fn, repeat: int) -> float:

@@ -14,6 +14,8 @@ from lnsnet.baseline import (F32, Conv2d as FConv2d, Flatten as FFlatten, Float3
 from lnsnet.data import PixelEncoder
 from lnsnet.format import LNSFormat
 from lnsnet.ops import cross_entropy
+from lnsnet.ops.window import pair
+from lnsnet.ops.window import pair
 from lnsnet.optim import reference
 from lnsnet.precision import Precision
 from lnsnet.tensor import Tensor, no_grad
@@ -100,13 +102,27 @@ def float32_net(model) -> Float32Net:
         elif isinstance(layer, nn.ReLU):
             f = FReLU()
         elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
-            f = FPool2d(layer.kernel_size[0], "max" if isinstance(layer, nn.MaxPool2d) else "avg")
+            # nn pooling takes an int or a pair; the float32 layer pools square,
+            # non-overlapping windows only.
+            kh, kw = pair(layer.kernel_size, "kernel_size")
+            if kh != kw or layer.stride not in (None, kh, (kh, kh)):
+                raise ValueError(f"the float32 baseline pools square windows with stride = size, not {layer!r}")
+            f = FPool2d(kh, "max" if isinstance(layer, nn.MaxPool2d) else "avg")
         elif isinstance(layer, nn.Flatten):
             f = FFlatten()
         else:
             raise ValueError(f"the float32 baseline has no counterpart for {layer!r}")
         layers.append((str(index), f))
     return Float32Net(layers)
+
+
+def _float32_pool(layer) -> FPool2d:
+    """The baseline pools square, non-overlapping windows (all lnsnet's ready models use)."""
+    kh, kw = pair(layer.kernel_size, "kernel_size")
+    stride = pair(layer.stride if layer.stride is not None else layer.kernel_size, "stride")
+    if kh != kw or stride != (kh, kw):
+        raise ValueError(f"the float32 baseline pools square windows with stride = size, not {layer!r}")
+    return FPool2d(kh, "max" if isinstance(layer, nn.MaxPool2d) else "avg")
 
 
 class Float32Engine:

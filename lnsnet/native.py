@@ -261,14 +261,7 @@ def _batch_offsets(own_batch: tuple, batch: tuple, matrix_size: int) -> np.ndarr
 def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
     """lnsnet.kernels.accumulate.matmul in C: 2-D, or batched with NumPy's rules."""
     sa, xa, sb, xb = (np.asarray(v) for v in (sa, xa, sb, xb))
-    if sa.ndim < 2 or sb.ndim < 2:
-        raise ValueError(f"matmul needs operands of at least 2 dimensions, got {sa.shape} and {sb.shape}")
-    if sa.shape[-1] != sb.shape[-2]:
-        raise ValueError(f"matmul: inner sizes differ: {sa.shape} @ {sb.shape}")
-    try:
-        batch = np.broadcast_shapes(sa.shape[:-2], sb.shape[:-2])
-    except ValueError:
-        raise ValueError(f"matmul: batch shapes of {sa.shape} and {sb.shape} do not broadcast") from None
+    batch = _accumulate.matmul_batch_shape(sa.shape, sb.shape)
     _accumulate.check_mode(mode)
     sa, xa = np.broadcast_arrays(sa, xa)
     sb, xb = np.broadcast_arrays(sb, xb)

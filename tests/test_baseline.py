@@ -52,3 +52,23 @@ def test_max_pool_sends_tied_gradient_to_the_first_maximum_only():
     pool.forward(x)
     dx = pool.backward(np.ones((1, 1, 1, 1), dtype=np.float32))
     assert dx.sum() == 1 and dx[0, 0, 0, 0] == 1
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet"])
+def test_float32_copy_computes_what_the_lns_model_computes(model):
+    # At 16 bits, gamma 1024, the LNS model's logits carry ~0.5-step roundings
+    # per op (2**(0.5/1024) - 1 = 3.4e-4 relative each, a few dozen ops deep);
+    # the float32 copy of the same weights must agree to 2% of the logits'
+    # scale: a wrong layer mapping (pool, padding, transposed weight) is O(1).
+    import lnsnet
+    from lnsnet import LNSFormat
+    from lnsnet.engines import MODEL_BUILDERS, float32_net
+
+    lns_model = MODEL_BUILDERS[model](seed=3)
+    fine = LNSFormat(16, 1024)
+    lns_model.precision = lnsnet.precision(forward=fine, backward=fine)
+    x = np.random.default_rng(0).random((4, 1, 28, 28))
+    want = lns_model(lnsnet.tensor(x, fine)).numpy()
+    got = float32_net(lns_model)(x.astype(np.float32))
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()

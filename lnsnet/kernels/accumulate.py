@@ -121,22 +121,27 @@ def matmul_2d(sa, xa, sb, xb, tables: Tables, mode: str = "linear", row_block: i
     return out_s, out_x
 
 
+def matmul_batch_shape(a_shape, b_shape) -> tuple[int, ...]:
+    """The broadcast batch shape of a matmul, or ValueError naming both shapes."""
+    if len(a_shape) < 2 or len(b_shape) < 2:
+        raise ValueError(f"matmul needs operands of at least 2 dimensions, got {a_shape} and {b_shape}")
+    if a_shape[-1] != b_shape[-2]:
+        raise ValueError(f"matmul: inner sizes differ: {a_shape} @ {b_shape}")
+    try:
+        return np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch shapes of {a_shape} and {b_shape} do not broadcast") from None
+
+
 def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
     """Matmul with NumPy's rules: 2-D, or batched over broadcasting leading axes."""
     sa, xa, sb, xb = (np.asarray(v) for v in (sa, xa, sb, xb))
-    if sa.ndim < 2 or sb.ndim < 2:
-        raise ValueError(f"matmul needs operands of at least 2 dimensions, got {sa.shape} and {sb.shape}")
-    if sa.shape[-1] != sb.shape[-2]:
-        raise ValueError(f"matmul: inner sizes differ: {sa.shape} @ {sb.shape}")
+    batch = matmul_batch_shape(sa.shape, sb.shape)
     # as in the C twin, an exponent may be given in any shape that broadcasts to its sign's
     sa, xa = np.broadcast_arrays(sa, xa)
     sb, xb = np.broadcast_arrays(sb, xb)
     if sa.ndim == 2 and sb.ndim == 2:
         return matmul_2d(sa, xa, sb, xb, tables, mode)
-    try:
-        batch = np.broadcast_shapes(sa.shape[:-2], sb.shape[:-2])
-    except ValueError:
-        raise ValueError(f"matmul: batch shapes of {sa.shape} and {sb.shape} do not broadcast") from None
     sa, xa = (np.broadcast_to(v, batch + sa.shape[-2:]) for v in (sa, xa))
     sb, xb = (np.broadcast_to(v, batch + sb.shape[-2:]) for v in (sb, xb))
     out_s = np.zeros(batch + (sa.shape[-2], sb.shape[-1]), dtype=np.int8)
