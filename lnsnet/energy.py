@@ -248,13 +248,17 @@ class ReLU:
 
 
 @dataclass(frozen=True)
-class MaxPool2d:
+class _Pool:
+    """Non-overlapping kernel x kernel windows."""
     kernel: int
 
     def out_shape(self, shape):
         c, h, w = shape
         return (c, h // self.kernel, w // self.kernel)
 
+
+@dataclass(frozen=True)
+class MaxPool2d(_Pool):
     def count(self, work: Work, batch: int, shape, first: bool):
         out = self.out_shape(shape)
         n_in, n_out = batch * _prod(shape), batch * _prod(out)
@@ -268,13 +272,7 @@ class MaxPool2d:
 
 
 @dataclass(frozen=True)
-class AvgPool2d:
-    kernel: int
-
-    def out_shape(self, shape):
-        c, h, w = shape
-        return (c, h // self.kernel, w // self.kernel)
-
+class AvgPool2d(_Pool):
     def count(self, work: Work, batch: int, shape, first: bool):
         out = self.out_shape(shape)
         n_in, n_out = batch * _prod(shape), batch * _prod(out)
