@@ -35,11 +35,20 @@ scratch is a NumPy buffer, counted).
 
 --profile instead prints where one LNS training step's time goes, by
 cProfile: each function's own time, summed into buckets (see PROFILE_BUCKETS).
+
+--only picks sections (matmul, conv, train, memory); the options above
+scale them down (--batch, --epoch-steps, --models) for quick runs.  On a
+machine shared with other work, threads waiting on each other dominate:
+in one loaded run (load 5 on 2 cores) the 2-thread C matmul took 17 times
+as long per training step as with --threads 1, and a 2-thread OpenBLAS
+10 times as long as with OPENBLAS_NUM_THREADS=1.  There, compare with
+`OPENBLAS_NUM_THREADS=1 lnsnet bench --threads 1` (the header shows both).
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import json
 import math
 import os
@@ -212,7 +221,301 @@ def bench_matmul(args) -> list[dict]:
     return rows
 
 
-BENCHMARKS = [bench_matmul]
+# LeNet's two convolutions (lnsnet.nn.lenet): in channels, out channels,
+# input side, padding; 5x5 kernels, stride 1.
+LENET_CONVS = ((1, 6, 28, 2), (6, 16, 14, 0))
+CONV_KERNEL = 5
+LNSNET_DIR = os.path.dirname(os.path.abspath(native.__file__))
+MIB = 1 << 20
+
+
+@contextmanager
+def reference_kernels():
+    """Dispatch lnsnet.kernels to the NumPy references inside the block
+    (native.enabled() reads LNSNET_NATIVE on every call)."""
+    before = os.environ.get("LNSNET_NATIVE")
+    os.environ["LNSNET_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["LNSNET_NATIVE"]
+        else:
+            os.environ["LNSNET_NATIVE"] = before
+
+
+def lns_columns(value) -> dict:
+    """An LNS measurement goes in "native" when the C kernels ran it, else
+    in "reference": without them the engine runs the NumPy references."""
+    return {"native": value, "reference": None} if native.enabled() else {"native": None, "reference": value}
+
+
+def bench_conv(args) -> list[dict]:
+    # Imported here: lnsnet.ops and the engines pull in much more than matmul needs.
+    from lnsnet import ops
+    from lnsnet.baseline import Conv2d as Float32Conv2d
+    from lnsnet.precision import Precision
+    from lnsnet.tensor import no_grad, tensor
+
+    fmt = LNSFormat(8, 8)
+    rng = np.random.default_rng(1)
+    k = CONV_KERNEL
+    rows = []
+    for c, o, side, pad in LENET_CONVS:
+        # Weights at He-like scale so outputs stay inside the 8-bit range, as in a trained layer.
+        x_values = rng.standard_normal((args.batch, c, side, side))
+        w_values = rng.standard_normal((o, c, k, k)) * math.sqrt(2 / (c * k * k))
+        b_values = 0.1 * rng.standard_normal(o)
+        x, w, b = tensor(x_values, fmt), tensor(w_values, fmt), tensor(b_values, fmt)
+        x_one = tensor(x_values[:1], fmt)
+        out_side = side + 2 * pad - k + 1
+        macs = args.batch * o * out_side * out_side * c * k * k
+        f32_layer = Float32Conv2d(w_values.astype(np.float32), b_values.astype(np.float32), 1, pad)
+        x32 = x_values.astype(np.float32)
+
+        def float32_gmacs_now() -> float:
+            return macs / best_time(lambda: f32_layer.forward(x32), max(args.repeat, 5)) / 1e9
+
+        size = f"{args.batch}x{c}x{side}x{side} {o}@{k}x{k} pad {pad}"
+        f32_before = float32_gmacs_now()
+        shape_rows = []
+        for mode in args.modes:
+            row = {"benchmark": "conv2d", "size": size, "mode": mode, "unit": "GMAC/s",
+                   "native": None, "reference": None, "float32": None, "ratio": None, "note": ""}
+            notes = []
+            with Precision(accumulate=mode), no_grad():
+                if native.enabled():
+                    row["native"] = macs / best_time(lambda: ops.conv2d(x, w, b, 1, pad), args.repeat) / 1e9
+                else:
+                    notes.append("C kernels not enabled")
+                with reference_kernels():
+                    # One image predicts the batch: every image costs the same.
+                    start = time.perf_counter()
+                    ops.conv2d(x_one, w, b, 1, pad)
+                    estimate = (time.perf_counter() - start) * args.batch
+                    if estimate > args.max_seconds:
+                        notes.append(f"reference skipped (est. {estimate:.0f} s per run)")
+                    else:
+                        start = time.perf_counter()
+                        ops.conv2d(x, w, b, 1, pad)
+                        row["reference"] = macs / (time.perf_counter() - start) / 1e9
+            row["note"] = "; ".join(notes)
+            shape_rows.append(row)
+        f32 = max(f32_before, float32_gmacs_now())
+        for row in shape_rows:
+            row["float32"] = f32
+            row["ratio"] = row["native"] / f32 if row["native"] else None
+        rows += shape_rows
+    return rows
+
+
+def random_batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-shaped uint8 images and labels: a step's cost does not depend on the pixels."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8), rng.integers(0, 10, batch)
+
+
+def make_engine(model: str, batch: int, float32: bool):
+    from lnsnet.engines import make_engine as engine_for
+    from lnsnet.train import TrainConfig
+
+    return engine_for(TrainConfig(model=model, batch_size=batch, dataset="digits", float32=float32))
+
+
+def bench_train(args) -> list[dict]:
+    images, labels = random_batch(args.batch)
+    steps = max(1, args.epoch_steps)
+    epoch_batches = args.epoch_images / args.batch
+    rows = []
+    for model in args.models:
+        engines = {f32: make_engine(model, args.batch, f32) for f32 in (False, True)}
+        for engine in engines.values():
+            engine.train_batch(images, labels)  # warm-up: tables, caches, optimizer state
+        times = {False: [], True: []}
+        # Alternate the engines step by step so a change in background load
+        # hits both, and the ratio stays fair.
+        for _ in range(steps):
+            for f32, engine in engines.items():
+                start = time.perf_counter()
+                engine.train_batch(images, labels)
+                times[f32].append(time.perf_counter() - start)
+        lns, f32 = (float(np.median(times[key])) * epoch_batches for key in (False, True))
+        accumulate_mode = engines[False].config.accumulate
+        note = f"extrapolated: median of {steps} steps x {args.epoch_images}/{args.batch}"
+        if model == "mlp":
+            note += "; target <= 4"
+        rows.append({"benchmark": "train epoch", "size": model, "mode": accumulate_mode, "unit": "s/epoch",
+                     **lns_columns(lns), "float32": f32, "ratio": lns / f32, "note": note})
+    return rows
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident set in bytes (VmHWM), or None off Linux.
+    Not ru_maxrss: Linux carries that across exec from the forking parent,
+    so a child of a big bench process would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_probe(model: str, batch: int, float32: bool, threads: int | None) -> dict:
+    """Peak traced memory of one training step (after a warm-up step) of a
+    freshly built engine; run in a child process so that no cache built by
+    an earlier benchmark hides memory the engine needs."""
+    # Imported before tracing starts: module code and constants are no engine's memory.
+    for module in ("lnsnet.engines", "lnsnet.train"):
+        importlib.import_module(module)
+
+    if threads is not None and native.available():
+        native.set_threads(threads)
+    images, labels = random_batch(batch)
+    tracemalloc.start()
+    try:
+        engine = make_engine(model, batch, float32)
+        engine.train_batch(images, labels)
+        state, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        engine.train_batch(images, labels)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return {"peak": peak, "state": state, "rss": peak_rss()}
+
+
+MEMORY_CHILD = """
+import json, sys
+from lnsnet import bench
+model, batch, float32, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+print(json.dumps(bench.memory_probe(model, batch, float32, int(threads) if threads else None)))
+"""
+
+
+def bench_memory(args) -> list[dict]:
+    # One child per engine, all at once: memory, unlike time, does not
+    # suffer from the children sharing the cores, and the run is shorter.
+    children = {(model, f32): subprocess.Popen(
+        [sys.executable, "-c", MEMORY_CHILD, model, str(args.batch), str(int(f32)),
+         "" if args.threads is None else str(args.threads)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for model in args.models for f32 in (False, True)}
+    probes = {}
+    for key, child in children.items():
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"memory probe {key} failed:\n{err}")
+        probes[key] = json.loads(out)
+    rows = []
+    for model in args.models:
+        lns, f32 = probes[model, False], probes[model, True]
+        note = f"state {lns['state'] / MIB:.1f} vs {f32['state'] / MIB:.1f}"
+        if lns["rss"] and f32["rss"]:
+            note += f"; peak RSS {lns['rss'] / MIB:.0f} vs {f32['rss'] / MIB:.0f}"
+        rows.append({"benchmark": "peak memory", "size": model, "mode": "linear", "unit": "MiB",
+                     **lns_columns(lns["peak"] / MIB), "float32": f32["peak"] / MIB,
+                     "ratio": lns["peak"] / f32["peak"], "note": note + "; target <= 1"})
+    return rows
+
+
+SECTIONS = {"matmul": bench_matmul, "conv": bench_conv, "train": bench_train, "memory": bench_memory}
+BENCHMARKS = list(SECTIONS.values())
+# What each section's table shows, printed above it ({args} are the options).
+SECTION_HEADERS = {
+    "matmul": "8-bit LNS (gamma 8) matmul M = K = N = size, GMAC/s; native: best of {a.repeat} after a "
+              "warm-up; reference: one run, skipped past {a.max_seconds:g} s",
+    "conv2d": "conv2d forward at LeNet's shapes, GMAC/s: lnsnet.ops.conv2d at 8 bits (im2col, kernel, "
+              "requantize) beside the float32 im2col conv (lnsnet.baseline); native: best of {a.repeat}",
+    "train epoch": "training epoch of {a.epoch_images} images, seconds, EXTRAPOLATED from the median of "
+                   "{a.epoch_steps} steps of batch {a.batch} (LNS and float32 steps alternating); "
+                   "native/float32 = LNS time / float32 time",
+    "peak memory": "peak memory of one training step, MiB: tracemalloc peak (Python and NumPy allocations, "
+                   "parameters and optimizer state included) in a fresh child process per engine; "
+                   "native/float32 = LNS / float32; note: LNS vs float32 traced memory before the step "
+                   "(parameters, optimizer state, kept caches) and whole-process peak RSS (VmHWM)",
+}
+
+
+# cProfile buckets for --profile, by where a function lives.  A Python
+# function's own time includes the NumPy operators (+, *, indexing) written
+# inline in it: cProfile sees calls, not operators, so "lnsnet Python" is
+# an upper bound on interpreter overhead.
+PROFILE_BUCKETS = ("C kernels", "kernel glue", "NumPy", "lnsnet Python", "other")
+
+
+def profile_bucket(key: tuple) -> str:
+    filename, _, name = key
+    if filename == "~":  # a built-in: cProfile names it by its repr
+        if "lnsnet._native_c" in name:
+            return "C kernels"
+        if "_cffi_backend" in name:
+            return "kernel glue"
+        return "NumPy" if "numpy" in name else "other"
+    path = os.path.abspath(filename)
+    if path == os.path.abspath(native.__file__):
+        return "kernel glue"  # lnsnet/native.py: argument checks and cffi buffers around each C call
+    if path.startswith(LNSNET_DIR + os.sep):
+        return "lnsnet Python"
+    return "NumPy" if f"{os.sep}numpy{os.sep}" in path else "other"
+
+
+def function_label(key: tuple) -> str:
+    filename, line, name = key
+    if filename == "~":
+        return name
+    path = os.path.abspath(filename)
+    for root, prefix in ((LNSNET_DIR, "lnsnet/"), (os.path.dirname(np.__file__), "numpy/")):
+        if path.startswith(root + os.sep):
+            path = prefix + os.path.relpath(path, root)
+            break
+    return f"{path}:{line}({name})"
+
+
+def profile_model(model: str, batch: int, steps: int, top: int) -> dict:
+    """Where an LNS training step's time goes: seconds per step by bucket and the top functions."""
+    images, labels = random_batch(batch)
+    engine = make_engine(model, batch, False)
+    engine.train_batch(images, labels)  # warm-up
+    steps = max(1, steps)
+    start = time.perf_counter()
+    for _ in range(steps):
+        engine.train_batch(images, labels)
+    plain = (time.perf_counter() - start) / steps
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for _ in range(steps):
+        engine.train_batch(images, labels)
+    profiler.disable()
+    profiled = (time.perf_counter() - start) / steps
+    stats = pstats.Stats(profiler).stats  # key -> (primitive calls, calls, tottime, cumtime, callers)
+    buckets = dict.fromkeys(PROFILE_BUCKETS, 0.0)
+    for key, (_, _, own, _, _) in stats.items():
+        buckets[profile_bucket(key)] += own / steps
+    ranked = sorted(stats.items(), key=lambda item: -item[1][2])[:top]
+    return {"model": model, "batch": batch, "steps": steps, "native": native.enabled(),
+            "step_seconds": plain, "profiled_step_seconds": profiled, "buckets": buckets,
+            "top": [{"function": function_label(key), "bucket": profile_bucket(key),
+                     "seconds": own / steps, "calls": calls / steps}
+                    for key, (_, calls, own, _, _) in ranked]}
+
+
+def profile_text(report: dict) -> str:
+    total = sum(report["buckets"].values())
+    out = [f"{report['model']}, LNS engine, batch {report['batch']}, {report['steps']} steps, C kernels "
+           f"{'on' if report['native'] else 'off'}: {report['step_seconds']:.4f} s/step unprofiled, "
+           f"{report['profiled_step_seconds']:.4f} s/step under cProfile (own time summed: {total:.4f})",
+           f"  {'bucket':<14} {'s/step':>8} {'share':>6}"]
+    out += [f"  {name:<14} {seconds:8.4f} {seconds / total if total else 0:6.1%}"
+            for name, seconds in report["buckets"].items()]
+    out.append(f"  top {len(report['top'])} functions by own time:")
+    out.append(f"  {'s/step':>8} {'share':>6} {'calls':>6}  {'bucket':<14} function")
+    out += [f"  {t['seconds']:8.4f} {t['seconds'] / total if total else 0:6.1%} {t['calls']:6.0f}  "
+            f"{t['bucket']:<14} {t['function']}" for t in report["top"]]
+    return "\n".join(out)
 
 
 def environment() -> dict:
@@ -225,8 +528,16 @@ def environment() -> dict:
         "simd": native.simd_level(),
         "threads": native.threads() if native.available() else 1,
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        # float32 BLAS threads: on a busy machine a 2-thread BLAS can run
+        # several times slower than one thread, which moves every ratio.
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
+
+
+# Environment variables that change how NumPy's BLAS runs, shown in the header when set.
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def format_number(value) -> str:
@@ -257,17 +568,33 @@ def run(args) -> int:
     if args.threads is not None and native.available():
         native.set_threads(args.threads)
     env = environment()  # before the run: the load average is other work's
-    rows = [row for bench in BENCHMARKS for row in bench(args)]
+    if args.profile:
+        reports = [profile_model(model, args.batch, args.profile_steps, args.top) for model in args.models]
+        if args.json:
+            print(json.dumps({"environment": env, "profile": reports}, indent=2))
+            return 0
+        print(f"lnsnet bench --profile: cProfile own time per training step; C kernels: "
+              f"{env['simd'] + ', ' + str(env['threads']) + ' threads' if env['native'] else 'not built'}; "
+              f"load average {env['load_average']} on {env['cpus']} CPUs")
+        print("buckets: C kernels = lnsnet._native_c functions; kernel glue = lnsnet/native.py and cffi; "
+              "NumPy = NumPy functions and methods; lnsnet Python = the rest of lnsnet, including NumPy "
+              "operators written inline (cProfile sees calls only); other = builtins, standard library")
+        for report in reports:
+            print()
+            print(profile_text(report))
+        return 0
+    rows = [row for name in SECTIONS if name in args.only for row in SECTIONS[name](args)]
     if args.json:
         print(json.dumps({"environment": env, "results": rows}, indent=2))
         return 0
-    units = sorted({r["unit"] for r in rows})
+    units = list(dict.fromkeys(r["unit"] for r in rows))
     print(f"lnsnet bench: {', '.join(units)}; C kernels: "
           f"{env['simd'] + ', ' + str(env['threads']) + ' threads' if env['native'] else 'not built'}; "
           f"NumPy {env['numpy']} float32 measured in the same run; "
           f"load average {env['load_average']} on {env['cpus']} CPUs"
-          + (f"; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}" if env["OPENBLAS_CORETYPE"] else ""))
-    print("8-bit LNS (gamma 8) matmul M = K = N = size; native: best of "
-          f"{args.repeat} after a warm-up; reference: one run, skipped past {args.max_seconds:g} s")
-    print(table(rows))
+          + "".join(f"; {name}={env[name]}" for name in BLAS_ENV if env[name]))
+    for benchmark in dict.fromkeys(r["benchmark"] for r in rows):
+        print()
+        print(SECTION_HEADERS[benchmark].format(a=args))
+        print(table([r for r in rows if r["benchmark"] == benchmark]))
     return 0

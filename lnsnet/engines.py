@@ -15,7 +15,6 @@ from lnsnet.data import PixelEncoder
 from lnsnet.format import LNSFormat
 from lnsnet.ops import cross_entropy
 from lnsnet.ops.window import pair
-from lnsnet.ops.window import pair
 from lnsnet.optim import reference
 from lnsnet.precision import Precision
 from lnsnet.tensor import Tensor, no_grad
@@ -102,12 +101,7 @@ def float32_net(model) -> Float32Net:
         elif isinstance(layer, nn.ReLU):
             f = FReLU()
         elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
-            # nn pooling takes an int or a pair; the float32 layer pools square,
-            # non-overlapping windows only.
-            kh, kw = pair(layer.kernel_size, "kernel_size")
-            if kh != kw or layer.stride not in (None, kh, (kh, kh)):
-                raise ValueError(f"the float32 baseline pools square windows with stride = size, not {layer!r}")
-            f = FPool2d(kh, "max" if isinstance(layer, nn.MaxPool2d) else "avg")
+            f = _float32_pool(layer)
         elif isinstance(layer, nn.Flatten):
             f = FFlatten()
         else:

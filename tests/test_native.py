@@ -466,10 +466,10 @@ def test_bench_table_and_json(capsys):
     """`lnsnet bench` runs its benchmarks and prints a table, or JSON."""
     parser = argparse.ArgumentParser()
     bench.configure(parser)
-    assert bench.run(parser.parse_args(["--sizes", "24", "--repeat", "1"])) == 0
+    assert bench.run(parser.parse_args(["--only", "matmul", "--sizes", "24", "--repeat", "1"])) == 0
     out = capsys.readouterr().out
     assert "native/float32" in out and "linear" in out and "logadd" in out
-    assert bench.run(parser.parse_args(["--sizes", "24", "--repeat", "1", "--json",
+    assert bench.run(parser.parse_args(["--only", "matmul", "--sizes", "24", "--repeat", "1", "--json",
                                         "--modes", "linear"])) == 0
     report = json.loads(capsys.readouterr().out)
     (row,) = report["results"]
