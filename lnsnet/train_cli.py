@@ -121,14 +121,12 @@ def describe(config: TrainConfig) -> str:
 
 
 def run(args) -> int:
-    from lnsnet.engines import make_engine
+    from lnsnet.engines import make_engine, read_run_state
 
     try:
-        base, run_state = None, None
+        base = None
         if args.resume:
-            from lnsnet.engines import read_run_state
-            run_state = json.loads(read_run_state(args.resume))
-            base = TrainConfig(**run_state["config"])
+            base = TrainConfig(**json.loads(read_run_state(args.resume))["config"])
         config = config_from(args, base)
         dataset, config = load_data(config, args, explicit=args.dataset is not None or base is not None)
         engine = make_engine(config)
@@ -142,6 +140,10 @@ def run(args) -> int:
         print(f"training {describe(config)}; {len(dataset.train_labels)} train / "
               f"{len(dataset.test_labels)} test images ({dataset.source})", flush=True)
         history = trainer.run()
+    except KeyboardInterrupt:
+        # Before the training loop holds signals: no step was taken, nothing to save.
+        print("\ninterrupted before training started", file=sys.stderr)
+        return 130
     except Interrupted as stop:
         print(f"\n{stop}. Resume with: lnsnet train --resume {stop.path}", file=sys.stderr)
         return 130
