@@ -646,6 +646,21 @@ static void fast_unsafe(const uint32_t *uns, int64_t count, const uint64_t *v, i
     }
 }
 
+/* The output columns of one chunk (through the permutation) and their
+ * column maxima; lanes past the matrix get column 0 and are not written.
+ * Returns how many lanes are real. */
+static inline int64_t chunk_columns(const mm_problem *p, const fast_state *st, int64_t chunk,
+                                    int64_t col[CW], int64_t bq[CW])
+{
+    int64_t q0 = chunk * CW;
+    int64_t width = p->n - q0 < CW ? p->n - q0 : CW;
+    for (int64_t w = 0; w < CW; w++) {
+        col[w] = w < width ? st->perm[q0 + w] : 0;
+        bq[w] = w < width ? st->bmax[col[w]] : 0;
+    }
+    return width;
+}
+
 /* Rows [r0, r1) of one chunk: accumulators to (sign, exponent), through the
  * column permutation. */
 static inline __attribute__((always_inline))
@@ -653,13 +668,8 @@ void fast_finish_body(const mm_problem *p, const fast_state *st, int64_t chunk, 
                       int64_t r1, const uint64_t *acc)
 {
     int32_t f = p->t->frac_bits;
-    int64_t q0 = chunk * CW;
-    int64_t width = p->n - q0 < CW ? p->n - q0 : CW;
     int64_t col[CW], bq[CW];
-    for (int64_t w = 0; w < CW; w++) {
-        col[w] = w < width ? st->perm[q0 + w] : 0;
-        bq[w] = w < width ? st->bmax[col[w]] : 0;
-    }
+    int64_t width = chunk_columns(p, st, chunk, col, bq);
     for (int64_t i = r0; i < r1; i++) {
         int64_t amax = st->amax[i];
         int8_t os[CW];
@@ -851,13 +861,8 @@ static void finish_avx512(const mm_problem *p, const fast_state *st, int64_t chu
                           int64_t r1, const uint64_t *acc)
 {
     int32_t f = p->t->frac_bits;
-    int64_t q0 = chunk * CW;
-    int64_t width = p->n - q0 < CW ? p->n - q0 : CW;
     int64_t col[CW], bq[CW];
-    for (int64_t w = 0; w < CW; w++) {
-        col[w] = w < width ? st->perm[q0 + w] : 0;
-        bq[w] = w < width ? st->bmax[col[w]] : 0;
-    }
+    int64_t width = chunk_columns(p, st, chunk, col, bq);
     __m128i fshift = _mm_cvtsi64_si128(f);
     __m512i shift = _mm512_set1_epi64(LNS_POW2_BITS + p->margin);
     __m512i bq0 = _mm512_loadu_si512(bq), bq1 = _mm512_loadu_si512(bq + 8);
