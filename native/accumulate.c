@@ -1237,21 +1237,30 @@ static void rowwise_serial(const mm_problem *p, const kernel_set *ks, int strat,
 }
 
 #ifdef LNS_X86
+/* Encode B's rows for the int32 lanes and find the largest exponent of A and
+ * B; 1 when they fit those lanes.  threads == 1 runs on the calling thread. */
+static int logadd_prepare_avx512(const mm_problem *p, logadd_state *st, int32_t threads)
+{
+    int64_t largest = 0;
+    #pragma omp parallel for if(threads > 1) schedule(dynamic, 16) reduction(max : largest) num_threads(threads)
+    for (int64_t kk = 0; kk < p->k; kk++) {
+        int64_t row = logadd_encode_row(p, st, kk);
+        largest = row > largest ? row : largest;
+    }
+    #pragma omp parallel for if(threads > 1) schedule(dynamic, 16) reduction(max : largest) num_threads(threads)
+    for (int64_t i = 0; i < p->m; i++) {
+        int64_t row = logadd_row_largest(p, i);
+        largest = row > largest ? row : largest;
+    }
+    return logadd_fits(p, largest);
+}
+
 /* logadd with AVX-512 when the exponents fit its int32 lanes, by the calling
  * thread alone; returns 0 (having done nothing visible) when they do not. */
 static int logadd_serial_avx512(const mm_problem *p, int64_t *shared)
 {
     logadd_state st = logadd_setup(p, shared);
-    int64_t largest = 0;
-    for (int64_t kk = 0; kk < p->k; kk++) {
-        int64_t row = logadd_encode_row(p, &st, kk);
-        largest = row > largest ? row : largest;
-    }
-    for (int64_t i = 0; i < p->m; i++) {
-        int64_t row = logadd_row_largest(p, i);
-        largest = row > largest ? row : largest;
-    }
-    if (!logadd_fits(p, largest))
+    if (!logadd_prepare_avx512(p, &st, 1))
         return 0;
     logadd_group_fn group = pick_logadd_group(logadd_gauss(p->t, &st));
     for (int64_t i = 0; i < p->m; i++)
@@ -1263,18 +1272,7 @@ static int logadd_serial_avx512(const mm_problem *p, int64_t *shared)
 static int logadd_parallel_avx512(const mm_problem *p, int64_t *shared, int32_t threads)
 {
     logadd_state st = logadd_setup(p, shared);
-    int64_t largest = 0;
-    #pragma omp parallel for schedule(dynamic, 16) reduction(max : largest) num_threads(threads)
-    for (int64_t kk = 0; kk < p->k; kk++) {
-        int64_t row = logadd_encode_row(p, &st, kk);
-        largest = row > largest ? row : largest;
-    }
-    #pragma omp parallel for schedule(dynamic, 16) reduction(max : largest) num_threads(threads)
-    for (int64_t i = 0; i < p->m; i++) {
-        int64_t row = logadd_row_largest(p, i);
-        largest = row > largest ? row : largest;
-    }
-    if (!logadd_fits(p, largest))
+    if (!logadd_prepare_avx512(p, &st, threads))
         return 0;
     logadd_group_fn group = pick_logadd_group(logadd_gauss(p->t, &st));
     int64_t groups = st.l.npad / LOGADD_GROUP;
