@@ -54,6 +54,9 @@ class LNSEngine:
         self.optimizer.zero_grad()
         return loss.item(), int((logits.argmax(axis=-1) == labels).sum())
 
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.set_lr(lr)
+
     def saturated(self) -> str | None:
         """A description when a master weight has blown up to the largest exponent the engine holds.
 
@@ -147,6 +150,9 @@ class Float32Engine:
         for (_, layer, attr), w in zip(self.slots, self.optimizer.weights):
             setattr(layer, attr, w.astype(F32))
         return loss, int((logits.argmax(axis=1) == labels).sum())
+
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.hyper["lr"] = lr
 
     def saturated(self) -> str | None:
         """A description when a float32 weight overflowed to inf or NaN."""

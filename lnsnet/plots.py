@@ -338,6 +338,8 @@ def run_label(metrics: dict) -> str:
         parts.append(f"{config['bits']}-bit")
     if config.get("lr") is not None:
         parts.append(f"lr {config['lr']:g}")
+    if config.get("schedule", "constant") != "constant":
+        parts.append(config["schedule"])
     return " ".join(parts) or metrics.get("label") or metrics.get("source", "run")
 
 

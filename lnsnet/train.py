@@ -18,9 +18,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from lnsnet.data import batch_count, iterate_batches
+from lnsnet.optim.schedule import half_cosine
 
 MODELS = ("mlp", "lenet")
 OPTIMIZERS = ("madam", "sgd", "adam")
+# constant: --lr throughout; cosine: half a cosine from --lr down to 0 over the whole run.
+SCHEDULES = ("constant", "cosine")
 # The paper's Madam lr; usual values for the additive two (SGD with momentum 0.9).
 DEFAULT_LR = {"madam": 0.01, "sgd": 0.05, "adam": 0.001}
 SGD_MOMENTUM = 0.9
@@ -45,6 +48,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 64
     lr: float | None = None
+    schedule: str = "constant"
     seed: int = 0
     float32: bool = False
     train_limit: int | None = None
@@ -53,6 +57,12 @@ class TrainConfig:
     @property
     def learning_rate(self) -> float:
         return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The lr for step `step` (from 0) of a run of total_steps."""
+        if self.schedule == "cosine":
+            return half_cosine(step, total_steps, self.learning_rate)
+        return self.learning_rate
 
 
 def master_gamma(update_bits: int, forward_gamma: int) -> int:
@@ -175,6 +185,10 @@ class Trainer:
         try:
             for images, labels in batches:
                 start = time.perf_counter()
+                # The lr follows from the position alone, so a resumed run
+                # steps with the same rates as one that never stopped.
+                if cfg.schedule != "constant":
+                    self.engine.set_lr(cfg.lr_at(pos.epoch * total + pos.batch, cfg.epochs * total))
                 loss, correct = self.engine.train_batch(images, labels)
                 self._check_health(loss)
                 # The batch counts as done only once its step has been applied,

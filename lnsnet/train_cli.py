@@ -7,7 +7,7 @@ import sys
 
 from lnsnet.data import DATASETS, DataError, DatasetUnavailable, load_dataset
 from lnsnet.kernels import MODES
-from lnsnet.train import (MODELS, OPTIMIZERS, Diverged, Interrupted, TrainConfig, Trainer,
+from lnsnet.train import (MODELS, OPTIMIZERS, SCHEDULES, Diverged, Interrupted, TrainConfig, Trainer,
                           metrics_record)
 
 DEFAULT_DATASET = "mnist"
@@ -66,6 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int_in(1), default=None, help=f"default {defaults.batch_size}")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="learning rate (default: madam 0.01, sgd 0.05, adam 0.001)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help=f"lr over the run: constant, or cosine (half a cosine from --lr down to 0 "
+                             f"over all epochs); default {defaults.schedule}")
     parser.add_argument("--seed", type=int_in(0), default=None, help=f"default {defaults.seed}")
     parser.add_argument("--train-limit", type=int_in(1), default=None, help="train on the first N images only")
     parser.add_argument("--test-limit", type=int_in(1), default=None, help="test on the first N images only")
@@ -79,7 +82,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 CONFIG_OPTIONS = ("dataset", "model", "optimizer", "bits", "gamma", "update_bits", "accumulate",
-                  "epochs", "batch_size", "lr", "seed", "float32", "train_limit", "test_limit")
+                  "epochs", "batch_size", "lr", "schedule", "seed", "float32", "train_limit",
+                  "test_limit")
 
 
 def config_from(args, base: TrainConfig | None = None) -> TrainConfig:
@@ -117,7 +121,8 @@ def describe(config: TrainConfig) -> str:
         what = (f"LNS-{config.optimizer.capitalize() if config.optimizer != 'sgd' else 'SGD'} "
                 f"{config.bits}-bit (gamma {config.gamma}, {config.update_bits}-bit master, "
                 f"{config.accumulate})")
-    return f"{config.model} on {config.dataset}, {what}, lr {config.learning_rate}, batch {config.batch_size}"
+    lr = f"lr {config.learning_rate}" + ("" if config.schedule == "constant" else f" ({config.schedule})")
+    return f"{config.model} on {config.dataset}, {what}, {lr}, batch {config.batch_size}"
 
 
 def run(args) -> int:

@@ -10,6 +10,7 @@ import pytest
 from lnsnet.cli import main
 from lnsnet.data import load_dataset
 from lnsnet.engines import make_engine
+from lnsnet.optim.schedule import half_cosine
 from lnsnet.train import Interrupted, TrainConfig, Trainer, master_gamma
 
 SMALL = dict(dataset="digits", train_limit=640, test_limit=320, batch_size=32)
@@ -43,8 +44,9 @@ def test_two_epochs_on_small_digits_learn(small_digits):
     assert history[-1].test_accuracy > 0.5
 
 
-def test_interrupt_and_resume_match_an_uninterrupted_run(small_digits, tmp_path):
-    config = TrainConfig(model="mlp", optimizer="madam", epochs=2, **SMALL)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_interrupt_and_resume_match_an_uninterrupted_run(small_digits, tmp_path, schedule):
+    config = TrainConfig(model="mlp", optimizer="madam", epochs=2, schedule=schedule, **SMALL)
     straight = make_engine(config)
     Trainer(config, straight, small_digits, progress=False).run()
 
@@ -74,6 +76,27 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(small_digits, tmp_path)
         np.testing.assert_array_equal(x1, x2)
 
 
+@pytest.mark.parametrize("float32", [False, True])
+def test_cosine_schedule_sets_every_steps_lr(small_digits, float32):
+    config = TrainConfig(model="mlp", optimizer="adam", epochs=2, schedule="cosine", float32=float32,
+                         **SMALL)
+    engine = make_engine(config)
+    rates = []
+    real_set_lr = engine.set_lr
+
+    def recording_set_lr(lr):
+        rates.append(lr)
+        real_set_lr(lr)
+
+    engine.set_lr = recording_set_lr
+    Trainer(config, engine, small_digits, progress=False).run()
+    steps = 2 * 20  # 640 images in batches of 32, two epochs
+    assert rates == [half_cosine(i, steps, config.learning_rate) for i in range(steps)]
+    assert rates[0] == config.learning_rate and 0 < rates[-1] < 0.01 * config.learning_rate
+    used = engine.optimizer.hyper["lr"] if float32 else engine.optimizer.param_groups[0]["lr"]
+    assert used == rates[-1]
+
+
 def test_float32_baseline_learns_and_resumes(small_digits, tmp_path):
     config = TrainConfig(model="mlp", optimizer="sgd", float32=True, epochs=1, **SMALL)
     engine = make_engine(config)
@@ -93,6 +116,7 @@ def test_float32_baseline_learns_and_resumes(small_digits, tmp_path):
     (["train", "--epochs", "0"], "out of range"),
     (["train", "--lr", "nan"], "positive finite"),
     (["train", "--dataset", "cifar"], "invalid choice"),
+    (["train", "--schedule", "linear"], "invalid choice"),
 ])
 def test_cli_rejects_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

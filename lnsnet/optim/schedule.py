@@ -91,5 +91,10 @@ class CosineLR(Schedule):
         self.min_lr = min_lr
 
     def lr_at(self, steps: int, base_lr: float) -> float:
-        progress = min(steps, self.total_steps) / self.total_steps
-        return self.min_lr + (base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return half_cosine(steps, self.total_steps, base_lr, self.min_lr)
+
+
+def half_cosine(steps: int, total_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """The cosine schedule's lr after `steps` of `total_steps` (min_lr from then on)."""
+    progress = min(steps, total_steps) / total_steps
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
