@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lnsnet import kernels
 from lnsnet.tables import Tables, tables_for
 
 SIGN_DTYPE = np.int8
@@ -140,6 +141,8 @@ class LNSFormat:
         """
         if underflow not in UNDERFLOW_MODES:
             raise ValueError(f"requantize: underflow={underflow!r}, expected one of {UNDERFLOW_MODES}")
+        if rounding not in ROUNDING_MODES:
+            raise ValueError(f"requantize: rounding={rounding!r}, expected one of {ROUNDING_MODES}")
         sign = np.asarray(sign, dtype=SIGN_DTYPE)
         exp = np.asarray(exp)
         if sign.shape != exp.shape:
@@ -147,28 +150,21 @@ class LNSFormat:
         if exp.dtype.kind not in "iu":
             raise ValueError(f"requantize: exponents must be integers, got dtype {exp.dtype}")
         # Exponents far beyond the limit are clipped to twice the limit first:
-        # they still saturate or flush below, but the int64 conversion and
-        # the rescaling shifts can no longer wrap them around.
+        # they still saturate or flush, but the rescaling shifts cannot wrap them.
         far = 2 * LIMIT_OCTAVES * (src_gamma or self.gamma)
         if exp.dtype.kind == "u":
-            exp = np.minimum(exp, far)
-        exp = np.clip(exp.astype(np.int64), -far, far)
-        if src_gamma is not None and src_gamma != self.gamma:
-            exp = rescale(exp, src_gamma, self.gamma, rounding=rounding, rng=rng)
-        nonzero = sign != 0
-        if t is None:
-            t = int(exp[nonzero].max()) if nonzero.any() else 0
-        t = int(np.clip(t, -self.limit + self.span, self.limit))
-        # A window wider than the engine's range (span > 2 * limit, e.g. 32 bits)
-        # still ends at -limit: nothing below it is held.
-        low = max(t - self.span, -self.limit)
-        out = np.minimum(exp, t)
-        under = nonzero & (out < low)
-        if underflow == "flush":
-            sign = np.where(under, 0, sign).astype(SIGN_DTYPE)
-        out = np.maximum(out, low)
-        out = np.where(sign != 0, out, 0).astype(EXP_DTYPE)
-        return sign, out, t
+            exp = np.minimum(exp, far).astype(np.int64)
+        elif exp.dtype not in (np.int32, np.int64):
+            exp = exp.astype(np.int64)
+        shift = 0
+        if src_gamma is not None:
+            shift = src_gamma.bit_length() - self.gamma.bit_length()
+        offset = None
+        if shift > 0 and rounding != "nearest":
+            offset = stochastic_offset(exp.shape, shift, rng)
+        return kernels.requantize(sign, exp, far=far, shift=shift, t=None if t is None else int(t),
+                                  span=self.span, limit=self.limit, flush=underflow == "flush",
+                                  offset=offset)
 
     # ---- storage codes -----------------------------------------------------
     def pack(self, sign, exp, t) -> np.ndarray:
@@ -219,6 +215,11 @@ def rescale(exp, src_gamma: int, dst_gamma: int, *, rounding="nearest", rng=None
         return exp << -shift
     if rounding == "nearest":
         return (exp + (1 << (shift - 1))) >> shift
+    return (exp + stochastic_offset(exp.shape, shift, rng)) >> shift
+
+
+def stochastic_offset(shape, shift: int, rng) -> np.ndarray:
+    """What stochastic rounding adds before a right shift by `shift` bits: uniform in [0, 2**shift)."""
     if rng is None:
-        raise ValueError("rescale: stochastic rounding needs a seeded generator rng")
-    return (exp + rng.integers(0, 1 << shift, size=exp.shape, dtype=np.int64)) >> shift
+        raise ValueError("stochastic rounding needs a seeded generator rng")
+    return rng.integers(0, 1 << shift, size=shape, dtype=np.int64)

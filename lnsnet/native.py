@@ -26,6 +26,7 @@ import numpy as np
 
 from lnsnet.kernels import accumulate as _accumulate
 from lnsnet.kernels import fixed as _fixed
+from lnsnet.kernels import quantize as _quantize
 from lnsnet.kernels.elementwise import broadcast
 from lnsnet.tables import MANT_BITS, POW2_BITS, Tables
 
@@ -75,10 +76,13 @@ def threads() -> int:
 
 
 def set_threads(count: int) -> None:
+    """Threads for every C kernel called from this thread."""
     global _threads
     if count < 1:
         raise ValueError(f"threads must be at least 1, got {count}")
     _threads = int(count)
+    if lib is not None:
+        lib.lns_set_threads(_threads)
 
 
 if available():
@@ -221,6 +225,37 @@ def from_fixed(value, e0, tables: Tables):
     if value.shape != shape:
         out_s = np.sign(value).astype(np.int8)
     return out_s, out_x
+
+
+# ---- requantization -------------------------------------------------------------------
+
+_REQUANTIZE = {np.dtype(np.int32): ("lns_requantize_top_i32", "lns_requantize_i32"),
+               np.dtype(np.int64): ("lns_requantize_top_i64", "lns_requantize_i64")}
+
+
+def requantize(sign, exp, *, far: int, shift: int, t: int | None, span: int, limit: int,
+               flush: bool, offset=None):
+    """lnsnet.kernels.quantize.requantize in C."""
+    sign, exp, offset = _quantize.operands(sign, exp, offset)
+    if not (0 <= far <= EXP_BOUND and abs(shift) <= 62):
+        return _quantize.requantize(sign, exp, far=far, shift=shift, t=t, span=span, limit=limit,
+                                    flush=flush, offset=offset)
+    names = _REQUANTIZE[exp.dtype]
+    shape = sign.shape
+    sign, exp = np.ascontiguousarray(sign), np.ascontiguousarray(exp)
+    offset_buf = ffi.NULL if offset is None else _buf(np.ascontiguousarray(offset))
+    q = ffi.new("lns_requant *")
+    q.far, q.shift, q.flush = int(far), int(shift), int(bool(flush))
+    top_of, write = (getattr(lib, name) for name in names)
+    if t is None:
+        found = ffi.new("int64_t *")
+        t = int(found[0]) if top_of(sign.size, _buf(sign), _buf(exp), offset_buf, q, found) else 0
+    t = min(max(int(t), span - limit), limit)
+    q.top, q.low = t, max(t - span, -limit)
+    out_s = np.empty(shape, dtype=np.int8)
+    out_x = np.empty(shape, dtype=np.int32)
+    write(sign.size, _buf(sign), _buf(exp), offset_buf, q, _buf(out_s), _buf(out_x))
+    return out_s, out_x, t
 
 
 # ---- reductions ---------------------------------------------------------------------

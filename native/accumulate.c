@@ -86,6 +86,15 @@ int lns_num_threads(void)
 #endif
 }
 
+void lns_set_threads(int32_t threads)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+}
+
 static const char *const simd_names[] = {"portable", "avx2", "avx512"};
 static int simd_cap = LNS_SIMD_AVX512;
 

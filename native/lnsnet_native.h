@@ -41,6 +41,9 @@ typedef struct {
 } lns_tables;
 
 int lns_num_threads(void);
+/* Threads for the parallel loops that take no thread count (elementwise,
+ * fixed point, sums), started from the calling thread; matmul takes its own. */
+void lns_set_threads(int32_t threads);
 /* The SIMD code in use: "avx512", "avx2" or "portable"; lns_simd_limit caps
  * it (0 portable, 1 avx2, 2 avx512) below what the CPU has, for tests and
  * benchmarks, and returns the level now in use. */
@@ -59,6 +62,28 @@ void lns_from_fixed(int64_t n, const int64_t *value, const int64_t *e0,
 void lns_sum(int64_t rows, int64_t k, const int8_t *s, const int64_t *x,
              int32_t mode, int32_t margin, const lns_tables *t,
              int8_t *out_s, int64_t *out_x);
+
+/* Requantization (lnsnet/kernels/quantize.py): each exponent is clipped to
+ * +-far, shifted right by shift bits after adding offset[i] (or half, when
+ * offset is NULL) or left by -shift bits, then held in [low, top]; below low
+ * it flushes to sign 0 when flush.  _top gives the largest such value with a
+ * nonzero sign, and returns 0 when there is none.  One pair per exponent
+ * width; exponents come out as int32. */
+typedef struct {
+    int64_t far;
+    int32_t shift;      /* -62..62 */
+    int64_t top;
+    int64_t low;
+    int32_t flush;
+} lns_requant;
+int lns_requantize_top_i32(int64_t n, const int8_t *s, const int32_t *x,
+                           const int64_t *offset, const lns_requant *q, int64_t *top);
+int lns_requantize_top_i64(int64_t n, const int8_t *s, const int64_t *x,
+                           const int64_t *offset, const lns_requant *q, int64_t *top);
+void lns_requantize_i32(int64_t n, const int8_t *s, const int32_t *x, const int64_t *offset,
+                        const lns_requant *q, int8_t *out_s, int32_t *out_x);
+void lns_requantize_i64(int64_t n, const int8_t *s, const int64_t *x, const int64_t *offset,
+                        const lns_requant *q, int8_t *out_s, int32_t *out_x);
 
 /* batch products (m, k) @ (k, n); product b reads sa/xa from a_offsets[b]
  * and sb/xb from b_offsets[b] (element offsets, so a shared operand is not

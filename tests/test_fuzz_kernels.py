@@ -17,7 +17,7 @@ that are 0 where the sign is, the exact integers their definitions give
 (mul, div, square, sqrt, compare), and saturate or flush at the limit
 (exp), never wrap.
 
-Fuzz cases: 11 properties, 2,250 examples in all (the max_examples below).
+Fuzz cases: 12 properties, 2,500 examples in all (the max_examples below).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lnsnet import kernels, native
-from lnsnet.kernels import accumulate, elementwise, fixed
+from lnsnet import LNSFormat, kernels, native
+from lnsnet.kernels import accumulate, elementwise, fixed, quantize
 from lnsnet.kernels.fixed import FIXED_CEIL_BITS
 from lnsnet.kernels.softmax import LOSS_FRAC
 from lnsnet.tables import tables_for
@@ -100,9 +100,19 @@ def _check_matmul(a):
     assert a["mode"] in (0, 1, 2)
 
 
+def _check_requantize(a):
+    n = a["n"]
+    outputs = [a[b] for b in ("out_s", "out_x") if b in a]
+    assert all(len(b) == n for b in [a["s"], a["x"], *outputs])
+    assert a["offset"] == native.ffi.NULL or len(a["offset"]) == n
+    assert -62 <= a["q"].shift <= 62 and a["q"].far >= 0
+
+
 BOUNDARY_CHECKS = {"lns_add": _check_add, "lns_to_fixed": _check_to_fixed,
                    "lns_from_fixed": _check_from_fixed, "lns_sum": _check_sum,
-                   "lns_matmul": _check_matmul}
+                   "lns_matmul": _check_matmul,
+                   **{f"lns_requantize{part}_{width}": _check_requantize
+                      for part in ("", "_top") for width in ("i32", "i64")}}
 
 
 class CheckedLib:
@@ -323,6 +333,28 @@ def test_matmul(checked_lib, data, gamma, mode, threads):
         native.set_threads(before)
 
 
+@needs_native
+@settings(FUZZ, max_examples=250)
+@given(data=st.data(), gamma=st.sampled_from(GAMMAS), bits=st.sampled_from([2, 5, 8, 12, 16, 32]),
+       shift=st.integers(-4, 16), flush=st.booleans(), stochastic=st.booleans())
+def test_requantize(checked_lib, data, gamma, bits, shift, flush, stochastic):
+    fmt = LNSFormat(bits, gamma)
+    sign, exp = data.draw(operand(data.draw(shapes), gamma))
+    t = data.draw(st.one_of(st.none(), st.integers(-3 * fmt.limit, 3 * fmt.limit)))
+    far = data.draw(st.sampled_from([2 * 1000 * (gamma << max(shift, 0)), 0, native.EXP_BOUND,
+                                     native.EXP_BOUND + 1]))
+    offset = None
+    if stochastic and shift > 0:
+        offset = data.draw(hnp.arrays(np.int64, np.shape(exp), elements=st.integers(0, (1 << shift) - 1)))
+    kwargs = dict(far=far, shift=shift, t=t, span=fmt.span, limit=fmt.limit, flush=flush, offset=offset)
+    def with_t_as_array(run):
+        sign_out, exp_out, top = run(sign, exp, **kwargs)
+        return sign_out, exp_out, np.array(top)
+
+    event(same_or_both_refuse(lambda: with_t_as_array(native.requantize),
+                              lambda: with_t_as_array(quantize.requantize)))
+
+
 # Exponents in the wrong container: fractions, NaN and inf, complex, bools, uint64 past int64,
 # objects, strings, lists and scalars.
 ODD_EXPONENTS = [np.array([0.5, -1.5, 2.0]), np.array([np.nan, 1.0, np.inf]), np.array([1 + 2j, 3, 0]),
@@ -385,6 +417,8 @@ def test_every_wrapper_reached_c(checked_lib):
     native.from_fixed(np.array([5]), np.array([0]), tables)
     native.lns_sum(*one, tables)
     native.matmul(*one, *one, tables)
+    for exp in (one[1], one[1].astype(np.int32)):
+        native.requantize(one[0], exp, far=16000, shift=0, t=None, span=126, limit=8000, flush=True)
     assert set(checked_lib.calls) == set(BOUNDARY_CHECKS)
 
 

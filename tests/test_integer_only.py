@@ -99,9 +99,9 @@ NATIVE = [pytest.param(False, id="numpy"),
 # kernels each model's step must reach, and how many arrays at least.
 EXPECTED = {
     "mlp": ({"kernels.matmul", "kernels.softmax_cross_entropy", "kernels.from_fixed", "kernels.mul",
-             "Tensor", "requantize", "rescale"}, 150),
+             "Tensor", "requantize", "kernels.requantize"}, 150),
     "lenet": ({"kernels.matmul", "kernels.softmax_cross_entropy", "kernels.from_fixed", "kernels.mul",
-               "kernels.argmax", "Tensor", "requantize", "rescale"}, 250),
+               "kernels.argmax", "Tensor", "requantize", "kernels.requantize"}, 250),
 }
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import lnsnet.kernels as dispatched
 from lnsnet import LNSFormat, bench, native
-from lnsnet.kernels import accumulate, elementwise, fixed
+from lnsnet.kernels import accumulate, elementwise, fixed, quantize
 from lnsnet.tables import tables_for
 
 pytestmark = pytest.mark.skipif(not native.available(),
@@ -171,6 +171,52 @@ def test_from_fixed(gamma, simd):
          fixed.from_fixed(value[:5].reshape(5, 1), e0[:3], t))
     same(native.from_fixed(value[::7], e0[::7], t), fixed.from_fixed(value[::7], e0[::7], t))
     same(native.from_fixed(np.int64(12345), -3, t), fixed.from_fixed(np.int64(12345), -3, t))
+
+
+# ---- requantization --------------------------------------------------------------------
+
+def requantize_cases(fmt_bits, gamma):
+    """The parameters for every branch: each shift direction, t given or found,
+    flush or saturate, a window wider than the range."""
+    fmt = LNSFormat(fmt_bits, gamma)
+    for shift in (-3, 0, 1, 4, 12):
+        src_gamma = gamma << shift if shift >= 0 else gamma >> min(-shift, gamma.bit_length() - 1)
+        far = 2 * 1000 * src_gamma
+        for t in (None, 0, -fmt.limit, fmt.limit + 5, 17):
+            for flush in (True, False):
+                yield dict(far=far, shift=shift, t=t, span=fmt.span, limit=fmt.limit, flush=flush)
+
+
+def same_requantized(sign, exp, **kwargs):
+    """native.requantize and its reference agree: signs, exponents and t."""
+    got, want = native.requantize(sign, exp, **kwargs), quantize.requantize(sign, exp, **kwargs)
+    same(got[:2], want[:2])
+    assert got[2] == want[2]
+
+
+@pytest.mark.parametrize("bits, gamma", [(8, 8), (16, 1024), (6, 1), (32, 8)])
+@pytest.mark.parametrize("exp_dtype", [np.int32, np.int64])
+def test_requantize(bits, gamma, exp_dtype, simd):
+    rng = np.random.default_rng(bits * gamma)
+    sign, exp = operands(rng, (3, 333), spread=3000 * gamma, offset=1500 * gamma, exp_dtype=exp_dtype)
+    exp[0, :4] = [np.iinfo(exp_dtype).max, np.iinfo(exp_dtype).min, 2**30, -2**30]
+    sign[0, :4] = [1, -1, 1, -1]
+    for kwargs in requantize_cases(bits, gamma):
+        offset = None
+        if kwargs["shift"] > 0:
+            offset = rng.integers(0, 1 << kwargs["shift"], size=exp.shape)
+        for off in (None, offset):
+            same_requantized(sign, exp, offset=off, **kwargs)
+
+
+def test_requantize_zeros_empty_and_views():
+    kwargs = dict(far=16000, shift=0, t=None, span=126, limit=8000, flush=True)
+    for sign, exp in [(np.zeros(5, np.int8), np.zeros(5, np.int32)),
+                      (np.zeros((0, 3), np.int8), np.zeros((0, 3), np.int64)),
+                      (np.array([1, 0, -1, 1], np.int8)[::-1], np.array([3, 9, -200, 5])[::-1])]:
+        same_requantized(sign, exp, **kwargs)
+    with pytest.raises(ValueError, match="offset shape"):
+        native.requantize(np.ones(3, np.int8), np.zeros(3), offset=np.zeros(2), **{**kwargs, "shift": 2})
 
 
 # ---- sums ----------------------------------------------------------------------------
