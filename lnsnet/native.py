@@ -128,6 +128,12 @@ _tables_cache: dict[int, tuple] = {}
 _scratch = threading.local()
 
 
+# The matmul scratch a product may use: a larger 2-D product is done in row
+# blocks that fit (its rows are independent, so the result is the same).
+# Without the cap LeNet's conv2 input gradient alone would keep 74 MiB.
+SCRATCH_BUDGET_WORDS = 1 << 19  # 4 MiB
+
+
 def _scratch_words(words: int) -> np.ndarray:
     """This thread's matmul scratch, grown when needed and kept: a fresh
     buffer per call would pay its page faults every time."""
@@ -313,11 +319,26 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
     out_s = np.empty(batch + (m, n), dtype=np.int8)
     out_x = np.empty(batch + (m, n), dtype=np.int64)
     c_tables = _c_tables(tables)
-    words = lib.lns_matmul_scratch_words(count, m, k, n, _MODE_IDS[mode], c_tables, _threads)
-    scratch = _scratch_words(words)
-    status = lib.lns_matmul(count, m, k, n, _buf(sa), _buf(xa), _buf(a_offsets),
-                            _buf(sb), _buf(xb), _buf(b_offsets), _MODE_IDS[mode], margin,
-                            c_tables, _buf(scratch), len(scratch), _threads, _buf(out_s), _buf(out_x))
-    if status != 0:
-        raise RuntimeError(f"native matmul failed with status {status}")
+    mode_id = _MODE_IDS[mode]
+
+    def words_for(rows: int) -> int:
+        return lib.lns_matmul_scratch_words(count, rows, k, n, mode_id, c_tables, _threads)
+
+    rows = max(m, 1)
+    if count == 1 and m > 1 and words_for(m) > SCRATCH_BUDGET_WORDS:
+        rows = max(1, m * SCRATCH_BUDGET_WORDS // words_for(m))
+        while rows > 1 and words_for(rows) > SCRATCH_BUDGET_WORDS:
+            rows //= 2
+    scratch = _scratch_words(words_for(rows))
+    one = np.zeros(1, dtype=np.int64)
+    for r0 in range(0, m, rows):
+        r1 = min(m, r0 + rows)
+        # Row blocks exist only for 2-D products (count 1): offsets then say where the block starts.
+        a_start = a_offsets if rows == m else one + r0 * k
+        status = lib.lns_matmul(count, r1 - r0, k, n, _buf(sa), _buf(xa), _buf(a_start),
+                                _buf(sb), _buf(xb), _buf(b_offsets), mode_id, margin, c_tables,
+                                _buf(scratch), len(scratch), _threads,
+                                _buf(out_s.reshape(-1)[r0 * n:]), _buf(out_x.reshape(-1)[r0 * n:]))
+        if status != 0:
+            raise RuntimeError(f"native matmul failed with status {status}")
     return out_s, out_x

@@ -464,6 +464,38 @@ def test_matmul_huge_exponents_fall_back_to_reference():
     same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
 
 
+# Only the fast path (gamma <= 16, linear and mitchell) has scratch that grows with m.
+@pytest.mark.parametrize("gamma", (1, 8, 16))
+@pytest.mark.parametrize("mode", ("linear", "mitchell"))
+def test_matmul_in_row_blocks_when_the_scratch_would_pass_its_budget(gamma, mode, monkeypatch):
+    """A product whose scratch passes the budget runs in row blocks, with the same result."""
+    rng = np.random.default_rng(gamma)
+    m, k, n = 301, 40, 21
+    sa, xa = operands(rng, (m, k), spread=20 * gamma)
+    sb, xb = operands(rng, (k, n), spread=20 * gamma)
+    real, c_tables = native.lib, native._c_tables(tables_for(gamma))
+
+    def words(rows):
+        return real.lns_matmul_scratch_words(1, rows, k, n, MODES.index(mode), c_tables, native.threads())
+
+    budget = max(words(m) // 3, words(8))
+    assert words(m) > budget
+    monkeypatch.setattr(native, "SCRATCH_BUDGET_WORDS", budget)
+    calls = []
+
+    class CountingLib:
+        def __getattr__(self, name):
+            if name == "lns_matmul":
+                return lambda *args: calls.append(args[1]) or real.lns_matmul(*args)
+            return getattr(real, name)
+
+    monkeypatch.setattr(native, "lib", CountingLib())
+    same(native.matmul(sa, xa, sb, xb, tables_for(gamma), mode),
+         accumulate.matmul(sa, xa, sb, xb, tables_for(gamma), mode))
+    assert len(calls) > 1 and sum(calls) == m, calls
+    assert words(calls[0]) <= budget
+
+
 def test_short_scratch_is_refused():
     """The kernel checks the scratch size it is given and writes nothing if short."""
     ffi, lib = native.ffi, native.lib

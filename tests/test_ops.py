@@ -40,6 +40,7 @@ import pytest
 
 import lnsnet
 from lnsnet import LNSFormat, ops
+from lnsnet.ops import conv as conv_module
 from lnsnet.ops.loss import inner_gamma
 from lnsnet.ops.reduce import count_exponent
 from lnsnet.precision import Precision
@@ -396,6 +397,25 @@ def test_shape_ops_and_activations(fmt):
 def test_conv2d(fmt):
     fwd, grad = measure_conv(fmt)["conv2d"]
     assert fwd <= ONE_ROUNDING and grad <= ONE_ROUNDING
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1)])
+def test_conv2d_input_gradient_in_image_blocks(stride, padding, monkeypatch):
+    """The input gradient unfolds a few images' windows at a time: the same integers as all at once."""
+    rng = np.random.default_rng(stride)
+    x_values, w_values = rng.standard_normal((5, 2, 7, 6)), rng.standard_normal((3, 2, 3, 3))
+
+    def input_gradient():
+        x = lnsnet.tensor(x_values, fmt=F8, requires_grad=True)
+        w = lnsnet.tensor(w_values, fmt=F8)
+        ops.sum(ops.conv2d(x, w, stride=stride, padding=padding)).backward()
+        return x.grad.sign, x.grad.exp
+
+    whole = input_gradient()
+    monkeypatch.setattr(conv_module, "WINDOW_BUDGET", 1000)  # under one image: one per block
+    blocks = input_gradient()
+    np.testing.assert_array_equal(whole[0], blocks[0])
+    np.testing.assert_array_equal(whole[1], blocks[1])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -20,6 +20,9 @@ from lnsnet.ops.window import im2col, output_size, pair
 from lnsnet.tables import tables_for
 from lnsnet.tensor import Tensor, quantize, working_gamma
 
+# Window entries the input gradient unfolds at once (about 9 MB).
+WINDOW_BUDGET = 1 << 20
+
 
 def _rows_to_nchw(rows: np.ndarray, n: int, h: int, w: int) -> np.ndarray:
     """(n*h*w, c) -> (n, c, h, w)."""
@@ -73,9 +76,16 @@ class Conv2d(Affine):
         flipped = (slice(None), slice(None), slice(None, None, -1), slice(None, None, -1))
         w_sign = self.w.sign[flipped].transpose(0, 2, 3, 1).reshape(out * kh * kw, c)
         w_exp = self.w.exp_at(gamma)[flipped].transpose(0, 2, 3, 1).reshape(out * kh * kw, c)
-        sign, exp = kernels.matmul(im2col(grid_sign, (kh, kw), (1, 1), (0, 0)),
-                                   im2col(grid_exp, (kh, kw), (1, 1), (0, 0)),
-                                   w_sign, w_exp, tables_for(gamma), self.mode)
+        # The windows of a few images at a time: each row is its own
+        # reduction, so the blocks change nothing but the peak memory (the
+        # whole batch's windows would be 9 bytes x n*hp*wp x out*kh*kw).
+        images_per_block = max(1, WINDOW_BUDGET // (hp * wp * out * kh * kw))
+        blocks = [kernels.matmul(im2col(grid_sign[i:i + images_per_block], (kh, kw), (1, 1), (0, 0)),
+                                 im2col(grid_exp[i:i + images_per_block], (kh, kw), (1, 1), (0, 0)),
+                                 w_sign, w_exp, tables_for(gamma), self.mode)
+                  for i in range(0, n, images_per_block)]
+        sign = np.concatenate([s for s, _ in blocks])
+        exp = np.concatenate([x for _, x in blocks])
         inside = (slice(None), slice(None), slice(ph, ph + h), slice(pw, pw + w))
         return self.gradient(_rows_to_nchw(sign, n, hp, wp)[inside], _rows_to_nchw(exp, n, hp, wp)[inside], gamma)
 
