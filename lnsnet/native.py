@@ -25,7 +25,9 @@ import threading
 import numpy as np
 
 from lnsnet.kernels import accumulate as _accumulate
+from lnsnet.kernels import elementwise as _elementwise
 from lnsnet.kernels import fixed as _fixed
+from lnsnet.kernels import madam as _madam
 from lnsnet.kernels import quantize as _quantize
 from lnsnet.kernels.elementwise import broadcast
 from lnsnet.tables import MANT_BITS, POW2_BITS, Tables
@@ -264,6 +266,52 @@ def requantize(sign, exp, *, far: int, shift: int, t: int | None, span: int, lim
     return out_s, out_x, t
 
 
+# ---- the Madam step ---------------------------------------------------------------------
+
+def madam_moment(g_sign, g_exp, v_sign, v_exp, *, beta: int, one_minus_beta: int, tables: Tables):
+    """lnsnet.kernels.madam.madam_moment in C."""
+    _madam.same_shapes("madam_moment", g_sign, g_exp, v_sign, v_exp)
+    shape = np.shape(g_sign)
+    g_sign, v_sign = _signs(g_sign), _signs(v_sign)
+    g_exp, v_exp = _exps(g_exp), _exps(v_exp)
+    if not (_in_bounds(g_exp, v_exp) and max(abs(beta), abs(one_minus_beta)) <= EXP_BOUND):
+        return _madam.madam_moment(g_sign.reshape(shape), g_exp.reshape(shape), v_sign.reshape(shape),
+                                   v_exp.reshape(shape), beta=beta, one_minus_beta=one_minus_beta,
+                                   tables=tables)
+    out_s = np.empty(shape, dtype=np.int8)
+    out_x = np.empty(shape, dtype=np.int64)
+    lib.lns_madam_moment(out_s.size, _buf(g_sign), _buf(g_exp), _buf(v_sign), _buf(v_exp), int(beta),
+                         int(one_minus_beta), _c_tables(tables), _buf(out_s), _buf(out_x))
+    return out_s, out_x
+
+
+def madam_exponents(g_sign, g_exp, w_sign, w_exp, v_sign, v_exp, *, correction: int, bound: int,
+                    decay: int, factor: int, shift: int, x_max: int, frac: int, tables: Tables,
+                    offset=None) -> np.ndarray:
+    """lnsnet.kernels.madam.madam_exponents in C."""
+    _madam.same_shapes("madam_exponents", g_sign, g_exp, w_sign, w_exp, v_sign, v_exp,
+                       *(() if offset is None else (offset,)))
+    shape = np.shape(g_sign)
+    signs = [_signs(a) for a in (g_sign, w_sign, v_sign)]
+    exps = [_exps(a) for a in (g_exp, w_exp, v_exp)]
+    _elementwise.check_nonnegative(signs[2])
+    constants = (correction, bound, decay, factor, x_max)
+    if not (_in_bounds(*exps) and all(abs(int(v)) <= EXP_BOUND for v in constants)
+            and 1 <= shift <= 62 and abs(frac) <= FRAC_BOUND):
+        return _madam.madam_exponents(
+            *(a.reshape(shape) for a in (signs[0], exps[0], signs[1], exps[1], signs[2], exps[2])),
+            correction=correction, bound=bound, decay=decay, factor=factor, shift=shift, x_max=x_max,
+            frac=frac, tables=tables, offset=offset)
+    c = ffi.new("lns_madam *")
+    c.correction, c.bound, c.decay, c.factor, c.x_max = (int(v) for v in constants)
+    c.shift, c.frac = int(shift), int(frac)
+    offset_buf = ffi.NULL if offset is None else _buf(_exps(offset))
+    out = np.empty(shape, dtype=np.int64)
+    lib.lns_madam_exponents(out.size, _buf(signs[0]), _buf(exps[0]), _buf(signs[1]), _buf(exps[1]),
+                            _buf(signs[2]), _buf(exps[2]), c, offset_buf, _c_tables(tables), _buf(out))
+    return out
+
+
 # ---- reductions ---------------------------------------------------------------------
 
 _MODE_IDS = {"linear": 0, "logadd": 1, "mitchell": 2}
@@ -326,9 +374,14 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
 
     rows = max(m, 1)
     if count == 1 and m > 1 and words_for(m) > SCRATCH_BUDGET_WORDS:
-        rows = max(1, m * SCRATCH_BUDGET_WORDS // words_for(m))
-        while rows > 1 and words_for(rows) > SCRATCH_BUDGET_WORDS:
-            rows //= 2
+        # Split only where the rows' part of the scratch is what passes the
+        # budget: every block prepares all of B again.
+        fixed = words_for(1)
+        per_row = (words_for(m) - fixed) / (m - 1)
+        if fixed <= SCRATCH_BUDGET_WORDS // 2:
+            rows = max(1, int((SCRATCH_BUDGET_WORDS - fixed) / per_row))
+            while rows > 1 and words_for(rows) > SCRATCH_BUDGET_WORDS:
+                rows -= 1 + rows // 16
     scratch = _scratch_words(words_for(rows))
     one = np.zeros(1, dtype=np.int64)
     for r0 in range(0, m, rows):

@@ -29,7 +29,7 @@ from distutils.sysconfig import customize_compiler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = "lnsnet_native.h"
-SOURCES = ["elementwise.c", "fixed.c", "quantize.c", "accumulate.c"]
+SOURCES = ["elementwise.c", "fixed.c", "quantize.c", "madam.c", "accumulate.c"]
 CDEF_BEGIN, CDEF_END = "/* CDEF BEGIN */", "/* CDEF END */"
 
 OPENMP_PROBE = """

@@ -3,9 +3,9 @@
  * to_fixed goes through the POW2 table; from_fixed takes the leading-one
  * position, then the LOG2 table over the next f+1 bits and one comparison
  * with BOUND (lnsnet/tables.py says why one is enough).  Each step mirrors
- * the NumPy reference, including its int64 wrap-around; the per-element
- * rule of from_fixed is lns_from_fixed_elem (lnsnet_native.h), shared with
- * the reductions.
+ * the NumPy reference, including its int64 wrap-around.  The per-element
+ * rules live in lnsnet_native.h: lns_from_fixed_elem, shared with the
+ * reductions, and lns_to_fixed_one, shared with the Madam step.
  */
 #include "lnsnet_native.h"
 
@@ -67,30 +67,10 @@ void lns_from_fixed(int64_t n, const int64_t *value, const int64_t *e0,
         body(n - lo < block ? n - lo : block, value + lo, e0 + lo, t, out_s + lo, out_x + lo);
 }
 
-/* v * 2**shift for 0 <= v < 2**(LNS_POW2_BITS+1) and shift <= 37: exact left
- * shifts, right shifts rounded half up (fixed.shift_round). */
-static inline int64_t shift_round(int64_t v, int64_t shift)
-{
-    if (shift >= 0)
-        return v << shift;
-    int64_t right = shift < -63 ? 63 : -shift;
-    if (right >= 63)
-        return 0;
-    return (v + ((int64_t)1 << (right - 1))) >> right;
-}
-
 void lns_to_fixed(int64_t n, const int8_t *s, const int64_t *x, int64_t frac,
                   const lns_tables *t, int64_t *out)
 {
-    int32_t f = t->frac_bits;
-    int64_t mask = ((int64_t)1 << f) - 1;
-    /* POW2 < 2**(POW2_BITS+1): a larger left shift would pass the ceiling. */
-    int64_t max_shift = LNS_FIXED_CEIL_BITS - LNS_POW2_BITS - 1;
-    int64_t ceiling = ((int64_t)1 << LNS_FIXED_CEIL_BITS) - 1;
     #pragma omp parallel for schedule(static) if (n >= LNS_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        int64_t shift = (x[i] >> f) + frac - LNS_POW2_BITS;
-        int64_t mag = shift > max_shift ? ceiling : shift_round(t->pow2[x[i] & mask], shift);
-        out[i] = s[i] != 0 ? (int64_t)((uint64_t)(int64_t)s[i] * (uint64_t)mag) : 0;
-    }
+    for (int64_t i = 0; i < n; i++)
+        out[i] = lns_to_fixed_one(s[i], x[i], frac, t);
 }

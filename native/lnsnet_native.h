@@ -85,6 +85,27 @@ void lns_requantize_i32(int64_t n, const int8_t *s, const int32_t *x, const int6
 void lns_requantize_i64(int64_t n, const int8_t *s, const int64_t *x, const int64_t *offset,
                         const lns_requant *q, int8_t *out_s, int32_t *out_x);
 
+/* Madam's two passes (lnsnet/kernels/madam.py).  madam_moment: beta*v ⊕
+ * (1-beta)*g**2 with beta and 1-beta as exponents.  madam_exponents: the new
+ * master exponents; offset is NULL for rounding to nearest, else n values
+ * below 2**shift (stochastic rounding). */
+typedef struct {
+    int64_t correction;  /* exponent of 1 - beta**t */
+    int64_t bound;       /* exponent of g_bound */
+    int64_t decay;
+    int64_t factor;
+    int32_t shift;       /* 1..62 */
+    int64_t frac;
+    int64_t x_max;
+} lns_madam;
+void lns_madam_moment(int64_t n, const int8_t *g_s, const int64_t *g_x, const int8_t *v_s,
+                      const int64_t *v_x, int64_t beta, int64_t one_minus_beta,
+                      const lns_tables *t, int8_t *out_s, int64_t *out_x);
+void lns_madam_exponents(int64_t n, const int8_t *g_s, const int64_t *g_x, const int8_t *w_s,
+                         const int64_t *w_x, const int8_t *v_s, const int64_t *v_x,
+                         const lns_madam *c, const int64_t *offset, const lns_tables *t,
+                         int64_t *out_x);
+
 /* batch products (m, k) @ (k, n); product b reads sa/xa from a_offsets[b]
  * and sb/xb from b_offsets[b] (element offsets, so a shared operand is not
  * copied) and writes out_s/out_x from b*m*n.  margin is the reference's left
@@ -118,6 +139,50 @@ enum { LNS_SIMD_PORTABLE = 0, LNS_SIMD_AVX2 = 1, LNS_SIMD_AVX512 = 2 };
 
 /* The level in use: what the CPU has, capped by lns_simd_limit. */
 int lns_simd_current(void);
+
+/* A loop body (an always_inline function returning void) compiled once per
+ * SIMD level as NAME_portable, NAME_avx2 and NAME_avx512, so that the
+ * compiler vectorizes it with each level's instructions; LNS_PICK(NAME) is
+ * the one for the level in use. */
+#ifdef LNS_X86
+#define LNS_LEVELS(NAME, PARAMS, ARGS)                                                     \
+static void NAME##_portable PARAMS { NAME ARGS; }                                          \
+LNS_TARGET_AVX2 static void NAME##_avx2 PARAMS { NAME ARGS; }                              \
+LNS_TARGET_AVX512 static void NAME##_avx512 PARAMS { NAME ARGS; }
+#define LNS_PICK(NAME) (lns_simd_current() == LNS_SIMD_AVX512 ? NAME##_avx512 :            \
+                        lns_simd_current() == LNS_SIMD_AVX2 ? NAME##_avx2 : NAME##_portable)
+#else
+#define LNS_LEVELS(NAME, PARAMS, ARGS) static void NAME##_portable PARAMS { NAME ARGS; }
+#define LNS_PICK(NAME) NAME##_portable
+#endif
+
+/* v * 2**shift for 0 <= v < 2**(LNS_POW2_BITS+1) and shift <= 37: exact left
+ * shifts, right shifts rounded half up (lnsnet.kernels.fixed.shift_round). */
+static inline int64_t lns_shift_round(int64_t v, int64_t shift)
+{
+    /* Selects, not branches: the shifts of a batch go both ways at random.
+     * A right shift by 63 leaves 0 here, as the reference says. */
+    int64_t left = shift > 0 ? shift : 0;
+    int64_t right = shift < -63 ? 63 : (shift < 0 ? -shift : 0);
+    int64_t half = (int64_t)(((uint64_t)1 << right) >> 1);
+    int64_t down = (v + half) >> right;
+    return shift >= 0 ? v << left : down;
+}
+
+/* round(s * 2**(x/gamma) * 2**frac), saturating at 2**LNS_FIXED_CEIL_BITS - 1:
+ * lnsnet.kernels.fixed.to_fixed for one element. */
+static inline int64_t lns_to_fixed_one(int8_t s, int64_t x, int64_t frac, const lns_tables *t)
+{
+    int32_t f = t->frac_bits;
+    int64_t mask = ((int64_t)1 << f) - 1;
+    /* POW2 < 2**(POW2_BITS+1): a larger left shift would pass the ceiling. */
+    int64_t max_shift = LNS_FIXED_CEIL_BITS - LNS_POW2_BITS - 1;
+    int64_t ceiling = ((int64_t)1 << LNS_FIXED_CEIL_BITS) - 1;
+    int64_t shift = (x >> f) + frac - LNS_POW2_BITS;
+    int64_t entry = t->pow2[x & mask];  /* read whatever the shift: a select, not a branch */
+    int64_t mag = shift > max_shift ? ceiling : lns_shift_round(entry, shift);
+    return s != 0 ? (int64_t)((uint64_t)(int64_t)s * (uint64_t)mag) : 0;
+}
 
 /* (sign, exponent) of value * 2**e0, rounded to nearest in the log domain:
  * lnsnet.kernels.fixed.from_fixed for one element.  Branch-free, so that
@@ -210,5 +275,37 @@ static inline void lns_add_one(int8_t sa, int64_t xa, int8_t sb, int64_t xb,
     *out_s = sign;
     *out_x = sign != 0 ? x : 0;
 }
+
+#ifdef LNS_X86
+/* lns_add_one on 8 lanes (signs sign-extended to int64): both corrections
+ * are masked gathers into one register (SB where the signs agree, DB where
+ * they differ, 0 past either table's end), and the zero-operand and
+ * cancellation rules are blends.  The sign comes out as 8 bytes. */
+LNS_TARGET_AVX512 static inline
+void lns_add_avx512(__m512i a_sign, __m512i a_exp, __m512i b_sign, __m512i b_exp,
+                    const lns_tables *t, __m128i *out_s, __m512i *out_x)
+{
+    const __m512i zero = _mm512_setzero_si512();
+    __mmask8 a_larger = _mm512_cmpge_epi64_mask(a_exp, b_exp);
+    __m512i d = _mm512_mask_blend_epi64(a_larger, _mm512_sub_epi64(b_exp, a_exp),
+                                        _mm512_sub_epi64(a_exp, b_exp));
+    __mmask8 same = _mm512_cmpeq_epi64_mask(a_sign, b_sign);
+    __mmask8 in_sb = same & _mm512_cmplt_epu64_mask(d, _mm512_set1_epi64(t->n_sb));
+    __mmask8 in_db = (__mmask8)~same & _mm512_cmplt_epu64_mask(d, _mm512_set1_epi64(t->n_db));
+    __m256i corr = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), in_sb, d, t->sb, 4);
+    corr = _mm512_mask_i64gather_epi32(corr, in_db, d, t->db, 4);
+    __m512i sign = _mm512_mask_blend_epi64(a_larger, b_sign, a_sign);
+    __m512i x = _mm512_add_epi64(_mm512_mask_blend_epi64(a_larger, b_exp, a_exp),
+                                 _mm512_cvtepi32_epi64(corr));
+    __mmask8 cancel = (__mmask8)~same & _mm512_cmpeq_epi64_mask(d, zero);
+    sign = _mm512_mask_mov_epi64(sign, cancel, zero);
+    __mmask8 a_zero = _mm512_cmpeq_epi64_mask(a_sign, zero);
+    __mmask8 b_zero = (__mmask8)~a_zero & _mm512_cmpeq_epi64_mask(b_sign, zero);
+    sign = _mm512_mask_mov_epi64(_mm512_mask_mov_epi64(sign, a_zero, b_sign), b_zero, a_sign);
+    x = _mm512_mask_mov_epi64(_mm512_mask_mov_epi64(x, a_zero, b_exp), b_zero, a_exp);
+    *out_s = _mm512_cvtepi64_epi8(sign);
+    *out_x = _mm512_maskz_mov_epi64(_mm512_test_epi64_mask(sign, sign), x);
+}
+#endif
 
 #endif

@@ -99,20 +99,7 @@ void write_body_##SUFFIX(int64_t n, const int8_t *s, const TYPE *x, const int64_
 LNS_REQUANTIZE_BODIES(i32, int32_t)
 LNS_REQUANTIZE_BODIES(i64, int64_t)
 
-/* The entry points: each body compiled for every SIMD level, the one for
- * the level in use chosen per call. */
-#ifdef LNS_X86
-#define LNS_LEVELS(NAME, PARAMS, ARGS)                                                     \
-static void NAME##_portable PARAMS { NAME ARGS; }                                          \
-LNS_TARGET_AVX2 static void NAME##_avx2 PARAMS { NAME ARGS; }                              \
-LNS_TARGET_AVX512 static void NAME##_avx512 PARAMS { NAME ARGS; }
-#define LNS_PICK(NAME) (lns_simd_current() == LNS_SIMD_AVX512 ? NAME##_avx512 :            \
-                        lns_simd_current() == LNS_SIMD_AVX2 ? NAME##_avx2 : NAME##_portable)
-#else
-#define LNS_LEVELS(NAME, PARAMS, ARGS) static void NAME##_portable PARAMS { NAME ARGS; }
-#define LNS_PICK(NAME) NAME##_portable
-#endif
-
+/* The entry points: each body compiled for every SIMD level (LNS_LEVELS). */
 #define LNS_REQUANTIZE_ENTRIES(SUFFIX, TYPE)                                               \
 static inline __attribute__((always_inline))                                              \
 void top_into_##SUFFIX(int64_t n, const int8_t *s, const TYPE *x, const int64_t *offset,  \

@@ -17,7 +17,7 @@ that are 0 where the sign is, the exact integers their definitions give
 (mul, div, square, sqrt, compare), and saturate or flush at the limit
 (exp), never wrap.
 
-Fuzz cases: 12 properties, 2,500 examples in all (the max_examples below).
+Fuzz cases: 13 properties, 2,700 examples in all (the max_examples below).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lnsnet import LNSFormat, kernels, native
-from lnsnet.kernels import accumulate, elementwise, fixed, quantize
+from lnsnet.kernels import accumulate, elementwise, fixed, madam, quantize
 from lnsnet.kernels.fixed import FIXED_CEIL_BITS
 from lnsnet.kernels.softmax import LOSS_FRAC
 from lnsnet.tables import tables_for
@@ -108,9 +108,19 @@ def _check_requantize(a):
     assert -62 <= a["q"].shift <= 62 and a["q"].far >= 0
 
 
+def _check_madam(a):
+    n = a["n"]
+    names = [b for b in ("g_s", "g_x", "w_s", "w_x", "v_s", "v_x", "out_s", "out_x") if b in a]
+    assert all(len(a[b]) == n for b in names)
+    if "c" in a:
+        assert 1 <= a["c"].shift <= 62
+        assert a["offset"] == native.ffi.NULL or len(a["offset"]) == n
+
+
 BOUNDARY_CHECKS = {"lns_add": _check_add, "lns_to_fixed": _check_to_fixed,
                    "lns_from_fixed": _check_from_fixed, "lns_sum": _check_sum,
                    "lns_matmul": _check_matmul,
+                   "lns_madam_moment": _check_madam, "lns_madam_exponents": _check_madam,
                    **{f"lns_requantize{part}_{width}": _check_requantize
                       for part in ("", "_top") for width in ("i32", "i64")}}
 
@@ -355,6 +365,35 @@ def test_requantize(checked_lib, data, gamma, bits, shift, flush, stochastic):
                               lambda: with_t_as_array(quantize.requantize)))
 
 
+@needs_native
+@settings(FUZZ, max_examples=200)
+@given(data=st.data(), gamma=st.sampled_from(GAMMAS + (65536,)), stochastic=st.booleans())
+def test_madam_step(checked_lib, data, gamma, stochastic):
+    """Both Madam passes; the moments' signs are never negative (they hold squares)."""
+    tables = tables_for(gamma)
+    shape = data.draw(shapes)
+    g_sign, g_exp = data.draw(operand(shape, gamma))
+    w_sign, w_exp = data.draw(operand(shape, gamma))
+    v_sign, v_exp = data.draw(operand(shape, gamma))
+    v_sign = np.abs(np.asarray(v_sign, dtype=np.int8))
+    constant = st.one_of(st.integers(-4 * gamma, 4 * gamma), exponents(gamma))
+    beta, one_minus = data.draw(constant), data.draw(constant)
+    event(same_or_both_refuse(
+        lambda: native.madam_moment(g_sign, g_exp, v_sign, v_exp, beta=beta, one_minus_beta=one_minus,
+                                    tables=tables),
+        lambda: madam.madam_moment(g_sign, g_exp, v_sign, v_exp, beta=beta, one_minus_beta=one_minus,
+                                   tables=tables)))
+    shift = data.draw(st.integers(1, 62))
+    kwargs = dict(correction=data.draw(constant), bound=data.draw(constant), decay=data.draw(st.integers(0, 1 << 28)),
+                  factor=data.draw(st.integers(0, (1 << 31) - 1)), shift=shift, x_max=data.draw(constant),
+                  frac=data.draw(st.sampled_from([24, 0, -5, 40])), tables=tables)
+    if stochastic:
+        kwargs["offset"] = data.draw(hnp.arrays(np.int64, shape, elements=st.integers(0, (1 << shift) - 1)))
+    ops = (g_sign, g_exp, w_sign, w_exp, v_sign, v_exp)
+    event(same_or_both_refuse(lambda: native.madam_exponents(*ops, **kwargs),
+                              lambda: madam.madam_exponents(*ops, **kwargs)))
+
+
 # Exponents in the wrong container: fractions, NaN and inf, complex, bools, uint64 past int64,
 # objects, strings, lists and scalars.
 ODD_EXPONENTS = [np.array([0.5, -1.5, 2.0]), np.array([np.nan, 1.0, np.inf]), np.array([1 + 2j, 3, 0]),
@@ -417,6 +456,9 @@ def test_every_wrapper_reached_c(checked_lib):
     native.from_fixed(np.array([5]), np.array([0]), tables)
     native.lns_sum(*one, tables)
     native.matmul(*one, *one, tables)
+    native.madam_moment(*one, *one, beta=-1, one_minus_beta=-9, tables=tables)
+    native.madam_exponents(*one, *one, *one, correction=0, bound=8, decay=0, factor=3, shift=4, x_max=9,
+                           frac=24, tables=tables)
     for exp in (one[1], one[1].astype(np.int32)):
         native.requantize(one[0], exp, far=16000, shift=0, t=None, span=126, limit=8000, flush=True)
     assert set(checked_lib.calls) == set(BOUNDARY_CHECKS)

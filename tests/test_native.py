@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import lnsnet.kernels as dispatched
 from lnsnet import LNSFormat, bench, native
-from lnsnet.kernels import accumulate, elementwise, fixed, quantize
+from lnsnet.kernels import accumulate, elementwise, fixed, madam, quantize
 from lnsnet.tables import tables_for
 
 pytestmark = pytest.mark.skipif(not native.available(),
@@ -217,6 +217,54 @@ def test_requantize_zeros_empty_and_views():
         same_requantized(sign, exp, **kwargs)
     with pytest.raises(ValueError, match="offset shape"):
         native.requantize(np.ones(3, np.int8), np.zeros(3), offset=np.zeros(2), **{**kwargs, "shift": 2})
+
+
+# ---- the Madam step --------------------------------------------------------------------
+
+def madam_operands(rng, shape, gamma):
+    """A Madam step's operands at state gamma: gradients, weights (zeros among them), and
+    positive moments (zero where the gradient has always been)."""
+    g_sign, g_exp = operands(rng, shape, spread=30 * gamma, offset=-5 * gamma)
+    w_sign, w_exp = operands(rng, shape, spread=8 * gamma, zeros=0.1)
+    v_sign, v_exp = operands(rng, shape, spread=60 * gamma, offset=-10 * gamma)
+    return g_sign, g_exp, w_sign, w_exp, np.abs(v_sign), v_exp
+
+
+@pytest.mark.parametrize("gamma", (1024, 65536))
+def test_madam_moment(gamma, simd):
+    rng = np.random.default_rng(gamma + 11)
+    g_sign, g_exp, _, _, v_sign, v_exp = madam_operands(rng, (999,), gamma)
+    t = tables_for(gamma)
+    for beta, one_minus in ((-95, -6532), (0, 0), (-1, -20 * gamma)):
+        same(native.madam_moment(g_sign, g_exp, v_sign, v_exp, beta=beta, one_minus_beta=one_minus, tables=t),
+             madam.madam_moment(g_sign, g_exp, v_sign, v_exp, beta=beta, one_minus_beta=one_minus, tables=t))
+
+
+@pytest.mark.parametrize("gamma", (1024, 65536))
+@pytest.mark.parametrize("stochastic", (False, True))
+def test_madam_exponents(gamma, stochastic, simd):
+    rng = np.random.default_rng(gamma + 12)
+    ops = madam_operands(rng, (3, 333), gamma)
+    t = tables_for(gamma)
+    for shift, factor, decay in ((40, 931359, 0), (62, 1 << 30, 3 << 20), (1, 7, 0), (30, 0, 5)):
+        offset = rng.integers(0, 1 << shift, size=(3, 333)) if stochastic else None
+        kwargs = dict(correction=-3 * gamma, bound=gamma * 3, decay=decay, factor=factor, shift=shift,
+                      x_max=2 * gamma, frac=24, tables=t, offset=offset)
+        same(native.madam_exponents(*ops, **kwargs), madam.madam_exponents(*ops, **kwargs))
+
+
+def test_madam_step_refusals():
+    t = tables_for(8)
+    one = (np.ones(3, np.int8), np.zeros(3, np.int64))
+    kwargs = dict(correction=0, bound=8, decay=0, factor=1, shift=4, x_max=9, frac=24, tables=t)
+    for fn in (native.madam_exponents, madam.madam_exponents):
+        with pytest.raises(ValueError, match="negative"):
+            fn(*one, *one, -one[0], one[1], **kwargs)
+        with pytest.raises(ValueError, match="must all be the same"):
+            fn(*one, *one, np.ones(2, np.int8), np.zeros(2), **kwargs)
+    for fn in (native.madam_moment, madam.madam_moment):
+        with pytest.raises(ValueError, match="must all be the same"):
+            fn(*one, np.ones((3, 1), np.int8), np.zeros((3, 1)), beta=-1, one_minus_beta=-9, tables=t)
 
 
 # ---- sums ----------------------------------------------------------------------------

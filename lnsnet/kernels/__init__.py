@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from lnsnet import native
-from lnsnet.kernels import accumulate, compare, elementwise, fixed, quantize, softmax, transcend
+from lnsnet.kernels import accumulate, compare, elementwise, fixed, madam, quantize, softmax, transcend
 from lnsnet.kernels.accumulate import MODES, check_mode
 
 
@@ -36,6 +36,8 @@ matmul = _dispatch(accumulate.matmul)
 to_fixed = _dispatch(fixed.to_fixed)
 from_fixed = _dispatch(fixed.from_fixed)
 requantize = _dispatch(quantize.requantize)
+madam_moment = _dispatch(madam.madam_moment)
+madam_exponents = _dispatch(madam.madam_exponents)
 compare_values = compare.compare
 maximum = compare.maximum
 argmax = compare.argmax
@@ -47,6 +49,6 @@ softmax_cross_entropy = softmax.softmax_cross_entropy
 
 __all__ = [
     "MODES", "check_mode", "mul", "div", "square", "sqrt", "add", "sub", "lns_sum", "matmul",
-    "to_fixed", "from_fixed", "requantize", "compare_values", "maximum", "argmax", "max_along", "exp",
-    "exp_of_fixed", "log", "softmax_cross_entropy",
+    "to_fixed", "from_fixed", "requantize", "madam_moment", "madam_exponents", "compare_values",
+    "maximum", "argmax", "max_along", "exp", "exp_of_fixed", "log", "softmax_cross_entropy",
 ]

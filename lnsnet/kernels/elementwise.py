@@ -49,12 +49,17 @@ def square(s, x):
     return np.abs(s).astype(np.int8), np.where(s != 0, np.asarray(x, dtype=np.int64) * 2, 0)
 
 
-def sqrt(s, x):
-    """x halved, rounded to nearest (ties toward the larger magnitude)."""
-    s = np.asarray(s)
+def check_nonnegative(s) -> None:
+    """Raise ValueError, saying where, if any sign is negative (a square root's operand)."""
     if (s < 0).any():
         first = tuple(int(i) for i in np.argwhere(s < 0)[0])
         raise ValueError(f"LNS sqrt: {int((s < 0).sum())} negative value(s); the first at index {first}")
+
+
+def sqrt(s, x):
+    """x halved, rounded to nearest (ties toward the larger magnitude)."""
+    s = np.asarray(s)
+    check_nonnegative(s)
     return s.astype(np.int8), np.where(s != 0, (np.asarray(x, dtype=np.int64) + 1) >> 1, 0)
 
 

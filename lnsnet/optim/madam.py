@@ -126,24 +126,18 @@ class Madam(Optimizer):
     def update(self, p, state: dict, c: MadamConstants) -> None:
         fs = self.state_format
         g_sign, g_exp = self.grad_in_state_gamma(p)
-        sq_sign, sq_exp = kernels.square(g_sign, g_exp)
-        v = self.average("v", state["v"], c.beta, c.one_minus_beta, sq_sign, sq_exp)
+        v = state["v"]
+        v = self.new_moment("v", *kernels.madam_moment(g_sign, g_exp, v.sign, v.exp, beta=c.beta,
+                                                       one_minus_beta=c.one_minus_beta, tables=fs.tables))
         state["v"] = v
-        _, root = kernels.sqrt(v.sign, v.exp - bias_correction(c.beta, state["step"], fs))
-        ratio = np.minimum(g_exp - root, c.bound)
-        drive = kernels.to_fixed(g_sign * p.sign, ratio, G_FRAC, fs.tables) + np.where(p.sign != 0, c.decay, 0)
-        step = self.round_shift(drive * c.factor, c.shift)
-        x = np.minimum(p.exp - step, state["x_max"])
+        offset = None
+        if self.rounding == "stochastic":
+            offset = self.rng.integers(0, 1 << c.shift, size=p.sign.shape, dtype=np.int64)
+        x = kernels.madam_exponents(
+            g_sign, g_exp, p.sign, p.exp, v.sign, v.exp, correction=bias_correction(c.beta, state["step"], fs),
+            bound=c.bound, decay=c.decay, factor=c.factor, shift=c.shift, x_max=state["x_max"],
+            frac=G_FRAC, tables=fs.tables, offset=offset)
         self.write_master(p, p.sign, x, p.fmt.gamma)
-
-    def round_shift(self, value: np.ndarray, shift: int) -> np.ndarray:
-        """value / 2**shift to an integer: nearest (half away from zero) or stochastic."""
-        magnitude = np.abs(value)
-        if self.rounding == "nearest":
-            below = 1 << (shift - 1)
-        else:
-            below = self.rng.integers(0, 1 << shift, size=magnitude.shape, dtype=np.int64)
-        return np.sign(value) * ((magnitude + below) >> shift)
 
     def reference_update(self, w, g, state: dict, group: dict, p) -> np.ndarray:
         w_new, _ = reference.madam_update(
