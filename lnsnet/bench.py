@@ -22,10 +22,11 @@ the float32 baseline's im2col convolution (lnsnet.baseline.Conv2d) of the
 same shapes, timed like matmul.
 
 train: seconds per training epoch of each model, LNS engine beside the
-float32 baseline (lnsnet.engines), on random uint8 images.  A whole epoch
-would take minutes, so --epoch-steps steps are timed, the LNS and float32
-steps alternating so both see the same background load, and the median
-step is extrapolated to --epoch-images images.
+float32 baseline (lnsnet.engines), on random uint8 images, the LNS and
+float32 steps alternating so both see the same background load.  A whole
+epoch takes minutes, so by default --epoch-steps steps are timed and the
+median step is extrapolated to --epoch-images images; --full-epoch times
+every step of a real epoch.
 
 memory: peak memory of one training step of each engine, by tracemalloc:
 every Python and NumPy allocation made since the engine was built (its
@@ -104,7 +105,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epoch-steps", type=int, default=3,
                         help="timed training steps per engine, extrapolated to an epoch (default: 3)")
     parser.add_argument("--epoch-images", type=int, default=60_000,
-                        help="images in the extrapolated epoch (default: 60000, MNIST's training set)")
+                        help="images in the epoch (default: 60000, MNIST's training set)")
+    parser.add_argument("--full-epoch", action="store_true",
+                        help="time a whole epoch of --epoch-images images (minutes) instead of "
+                             "extrapolating from --epoch-steps steps")
     parser.add_argument("--profile", action="store_true",
                         help="instead of the benchmarks, profile LNS training steps: time per bucket "
                              "(C kernels, NumPy, lnsnet Python) and the top functions")
@@ -323,29 +327,39 @@ def make_engine(model: str, batch: int, float32: bool):
 
 
 def bench_train(args) -> list[dict]:
-    images, labels = random_batch(args.batch)
-    steps = max(1, args.epoch_steps)
-    epoch_batches = args.epoch_images / args.batch
+    batch = args.batch
+    if args.full_epoch:
+        # Every image of the epoch once, so a real epoch is timed end to end.
+        steps = math.ceil(args.epoch_images / batch)
+        images, labels = random_batch(steps * batch)
+        note = f"measured: one epoch of {args.epoch_images} images, {steps} steps"
+    else:
+        steps = max(1, args.epoch_steps)
+        images, labels = random_batch(batch)
+        note = f"extrapolated: median of {steps} steps x {args.epoch_images}/{batch}"
     rows = []
     for model in args.models:
-        engines = {f32: make_engine(model, args.batch, f32) for f32 in (False, True)}
+        engines = {f32: make_engine(model, batch, f32) for f32 in (False, True)}
         for engine in engines.values():
-            engine.train_batch(images, labels)  # warm-up: tables, caches, optimizer state
+            engine.train_batch(images[:batch], labels[:batch])  # warm-up: tables, caches, optimizer state
         times = {False: [], True: []}
         # Alternate the engines step by step so a change in background load
         # hits both, and the ratio stays fair.
-        for _ in range(steps):
+        for step in range(steps):
+            lo = step * batch if args.full_epoch else 0
+            hi = min(lo + batch, args.epoch_images) if args.full_epoch else batch
             for f32, engine in engines.items():
                 start = time.perf_counter()
-                engine.train_batch(images, labels)
+                engine.train_batch(images[lo:hi], labels[lo:hi])
                 times[f32].append(time.perf_counter() - start)
-        lns, f32 = (float(np.median(times[key])) * epoch_batches for key in (False, True))
+        if args.full_epoch:
+            lns, f32 = (float(np.sum(times[key])) for key in (False, True))
+        else:
+            lns, f32 = (float(np.median(times[key])) * args.epoch_images / batch for key in (False, True))
         accumulate_mode = engines[False].config.accumulate
-        note = f"extrapolated: median of {steps} steps x {args.epoch_images}/{args.batch}"
-        if model == "mlp":
-            note += "; target <= 4"
         rows.append({"benchmark": "train epoch", "size": model, "mode": accumulate_mode, "unit": "s/epoch",
-                     **lns_columns(lns), "float32": f32, "ratio": lns / f32, "note": note})
+                     **lns_columns(lns), "float32": f32, "ratio": lns / f32,
+                     "note": note + ("; target <= 4" if model == "mlp" else "")})
     return rows
 
 
@@ -429,9 +443,8 @@ SECTION_HEADERS = {
               "warm-up; reference: one run, skipped past {a.max_seconds:g} s",
     "conv2d": "conv2d forward at LeNet's shapes, GMAC/s: lnsnet.ops.conv2d at 8 bits (im2col, kernel, "
               "requantize) beside the float32 im2col conv (lnsnet.baseline); native: best of {a.repeat}",
-    "train epoch": "training epoch of {a.epoch_images} images, seconds, EXTRAPOLATED from the median of "
-                   "{a.epoch_steps} steps of batch {a.batch} (LNS and float32 steps alternating); "
-                   "native/float32 = LNS time / float32 time",
+    "train epoch": "training epoch of {a.epoch_images} images, seconds, {how} (LNS and float32 steps "
+                   "alternating, batch {a.batch}); native/float32 = LNS time / float32 time",
     "peak memory": "peak memory of one training step, MiB: tracemalloc peak (Python and NumPy allocations, "
                    "parameters and optimizer state included) in a fresh child process per engine; "
                    "native/float32 = LNS / float32; note: LNS vs float32 traced memory before the step "
@@ -595,6 +608,8 @@ def run(args) -> int:
           + "".join(f"; {name}={env[name]}" for name in BLAS_ENV if env[name]))
     for benchmark in dict.fromkeys(r["benchmark"] for r in rows):
         print()
-        print(SECTION_HEADERS[benchmark].format(a=args))
+        how = ("MEASURED over a whole epoch" if args.full_epoch else
+               f"EXTRAPOLATED from the median of {args.epoch_steps} steps")
+        print(SECTION_HEADERS[benchmark].format(a=args, how=how))
         print(table([r for r in rows if r["benchmark"] == benchmark]))
     return 0

@@ -52,6 +52,24 @@ def test_train_epoch_lns_and_float32_for_both_models(capsys):
         assert "extrapolated" in row["note"] and "40/4" in row["note"]
 
 
+def test_train_full_epoch_times_every_step(capsys, monkeypatch):
+    seen = []
+    real_make_engine = bench.make_engine
+
+    def counting_engine(*args):
+        engine = real_make_engine(*args)
+        step = engine.train_batch
+        engine.train_batch = lambda images, labels: seen.append(len(labels)) or step(images, labels)
+        return engine
+
+    monkeypatch.setattr(bench, "make_engine", counting_engine)
+    (row,) = run_json(capsys, "--only", "train", "--full-epoch", "--epoch-images", "10")["results"]
+    # a warm-up step each, then 3 steps of 4, 4 and 2 images each, alternating
+    assert seen == [4, 4] + [4, 4, 4, 4, 2, 2]
+    assert lns_value(row) > 0 and row["ratio"] == pytest.approx(lns_value(row) / row["float32"])
+    assert "measured: one epoch of 10 images, 3 steps" in row["note"]
+
+
 def test_peak_memory_in_child_processes(capsys):
     (row,) = run_json(capsys, "--only", "memory")["results"]
     assert row["benchmark"] == "peak memory" and row["unit"] == "MiB" and row["size"] == "mlp"
