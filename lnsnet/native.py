@@ -137,8 +137,13 @@ SCRATCH_BUDGET_WORDS = 1 << 19  # 4 MiB
 
 
 def _scratch_words(words: int) -> np.ndarray:
-    """This thread's matmul scratch, grown when needed and kept: a fresh
-    buffer per call would pay its page faults every time."""
+    """A matmul scratch of at least `words` words.  Up to the budget it is
+    this thread's buffer, grown when needed and kept: a fresh one per call
+    would pay its page faults every time.  Past the budget (a product that
+    row blocks cannot shrink, such as a weight gradient summed over 50,000
+    rows) it is a buffer for this call only, so that no step keeps it."""
+    if words > SCRATCH_BUDGET_WORDS:
+        return np.empty(words, dtype=np.int64)
     buffer = getattr(_scratch, "buffer", None)
     if buffer is None or len(buffer) < words:
         buffer = np.empty(max(words, 1), dtype=np.int64)
