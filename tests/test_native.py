@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -542,6 +543,23 @@ def test_matmul_in_row_blocks_when_the_scratch_would_pass_its_budget(gamma, mode
          accumulate.matmul(sa, xa, sb, xb, tables_for(gamma), mode))
     assert len(calls) > 1 and sum(calls) == m, calls
     assert words(calls[0]) <= budget
+
+
+def test_scratch_past_the_budget_is_not_kept(monkeypatch):
+    """A product whose scratch no row block can shrink (few rows, a long sum) gets a buffer
+    for that call only; the kept one stays within the budget."""
+    rng = np.random.default_rng(5)
+    t = tables_for(8)
+    sa, xa = operands(rng, (2, 3000), spread=40)
+    sb, xb = operands(rng, (3000, 20), spread=40)
+    words = native.lib.lns_matmul_scratch_words(1, 2, 3000, 20, 0, native._c_tables(t), native.threads())
+    monkeypatch.setattr(native, "SCRATCH_BUDGET_WORDS", words // 2)
+    monkeypatch.setattr(native, "_scratch", threading.local())
+    same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
+    assert getattr(native._scratch, "buffer", None) is None
+    small = operands(rng, (4, 4), spread=40)
+    native.matmul(*small, *small, t)
+    assert 0 < len(native._scratch.buffer) <= words // 2
 
 
 def test_short_scratch_is_refused():
