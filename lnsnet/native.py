@@ -126,6 +126,13 @@ def _in_bounds(*exps: np.ndarray) -> bool:
                for x in exps)
 
 
+def _checked_exps(*arrays) -> tuple[list[np.ndarray], bool]:
+    """The arrays as contiguous int64, and whether every value is within
+    +-EXP_BOUND (a 32-bit array is, without the pass that looks)."""
+    exps = [_exps(a) for a in arrays]
+    return exps, all(_narrow(a) or _in_bounds(x) for a, x in zip(arrays, exps))
+
+
 _tables_cache: dict[int, tuple] = {}
 _scratch = threading.local()
 
@@ -278,8 +285,8 @@ def madam_moment(g_sign, g_exp, v_sign, v_exp, *, beta: int, one_minus_beta: int
     _madam.same_shapes("madam_moment", g_sign, g_exp, v_sign, v_exp)
     shape = np.shape(g_sign)
     g_sign, v_sign = _signs(g_sign), _signs(v_sign)
-    g_exp, v_exp = _exps(g_exp), _exps(v_exp)
-    if not (_in_bounds(g_exp, v_exp) and max(abs(beta), abs(one_minus_beta)) <= EXP_BOUND):
+    (g_exp, v_exp), bounded = _checked_exps(g_exp, v_exp)
+    if not (bounded and max(abs(beta), abs(one_minus_beta)) <= EXP_BOUND):
         return _madam.madam_moment(g_sign.reshape(shape), g_exp.reshape(shape), v_sign.reshape(shape),
                                    v_exp.reshape(shape), beta=beta, one_minus_beta=one_minus_beta,
                                    tables=tables)
@@ -298,10 +305,10 @@ def madam_exponents(g_sign, g_exp, w_sign, w_exp, v_sign, v_exp, *, correction: 
                        *(() if offset is None else (offset,)))
     shape = np.shape(g_sign)
     signs = [_signs(a) for a in (g_sign, w_sign, v_sign)]
-    exps = [_exps(a) for a in (g_exp, w_exp, v_exp)]
+    exps, bounded = _checked_exps(g_exp, w_exp, v_exp)
     _elementwise.check_nonnegative(signs[2])
     constants = (correction, bound, decay, factor, x_max)
-    if not (_in_bounds(*exps) and all(abs(int(v)) <= EXP_BOUND for v in constants)
+    if not (bounded and all(abs(int(v)) <= EXP_BOUND for v in constants)
             and 1 <= shift <= 62 and abs(frac) <= FRAC_BOUND):
         return _madam.madam_exponents(
             *(a.reshape(shape) for a in (signs[0], exps[0], signs[1], exps[1], signs[2], exps[2])),
@@ -361,10 +368,9 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
     sb, xb = np.broadcast_arrays(sb, xb)
     (m, k), n = sa.shape[-2:], sb.shape[-1]
     margin = _margin(k, mode)
-    narrow = _narrow(xa) and _narrow(xb)
     sa, sb = _signs(sa), _signs(sb)
-    xa, xb = _exps(xa), _exps(xb)
-    if not (narrow or _in_bounds(xa, xb)):
+    (xa, xb), bounded = _checked_exps(xa, xb)
+    if not bounded:
         return _accumulate.matmul(sa, xa, sb, xb, tables, mode)
     a_offsets = _batch_offsets(sa.shape[:-2], batch, m * k)
     b_offsets = _batch_offsets(sb.shape[:-2], batch, k * n)
