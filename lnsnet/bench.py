@@ -22,8 +22,9 @@ the float32 baseline's im2col convolution (lnsnet.baseline.Conv2d) of the
 same shapes, timed like matmul.
 
 train: seconds per training epoch of each model, LNS engine beside the
-float32 baseline (lnsnet.engines), on random uint8 images, the LNS and
-float32 steps alternating so both see the same background load.  A whole
+float32 baseline (lnsnet.engines), on random uint8 images, the two engines
+taking turns every ALTERNATE_STEPS steps so both see the same background
+load.  A whole
 epoch takes minutes, so by default --epoch-steps steps are timed and the
 median step is extrapolated to --epoch-images images; --full-epoch times
 every step of a real epoch.
@@ -102,8 +103,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="models for train, memory and --profile (default: mlp lenet)")
     parser.add_argument("--batch", type=int, default=64,
                         help="batch size for conv2d, train, memory and --profile (default: 64)")
-    parser.add_argument("--epoch-steps", type=int, default=3,
-                        help="timed training steps per engine, extrapolated to an epoch (default: 3)")
+    parser.add_argument("--epoch-steps", type=int, default=10,
+                        help="timed training steps per engine, extrapolated to an epoch (default: 10)")
     parser.add_argument("--epoch-images", type=int, default=60_000,
                         help="images in the epoch (default: 60000, MNIST's training set)")
     parser.add_argument("--full-epoch", action="store_true",
@@ -326,6 +327,10 @@ def make_engine(model: str, batch: int, float32: bool):
     return engine_for(TrainConfig(model=model, batch_size=batch, dataset="digits", float32=float32))
 
 
+# Training steps each engine runs before the other takes over (bench_train).
+ALTERNATE_STEPS = 10
+
+
 def bench_train(args) -> list[dict]:
     batch = args.batch
     if args.full_epoch:
@@ -343,15 +348,21 @@ def bench_train(args) -> list[dict]:
         for engine in engines.values():
             engine.train_batch(images[:batch], labels[:batch])  # warm-up: tables, caches, optimizer state
         times = {False: [], True: []}
-        # Alternate the engines step by step so a change in background load
-        # hits both, and the ratio stays fair.
-        for step in range(steps):
-            lo = step * batch if args.full_epoch else 0
-            hi = min(lo + batch, args.epoch_images) if args.full_epoch else batch
+        # Alternate the engines in blocks of steps, so that a change in
+        # background load hits both and the ratio stays fair, but neither
+        # pays often for the other's threads: OpenMP's and OpenBLAS's
+        # workers spin for a while after each parallel region, and on two
+        # cores that slows the other engine's next step (LNS mlp steps took
+        # 24 ms alternating one by one, 14 ms alone).
+        for first in range(0, steps, ALTERNATE_STEPS):
+            block = range(first, min(first + ALTERNATE_STEPS, steps))
             for f32, engine in engines.items():
-                start = time.perf_counter()
-                engine.train_batch(images[lo:hi], labels[lo:hi])
-                times[f32].append(time.perf_counter() - start)
+                for step in block:
+                    lo = step * batch if args.full_epoch else 0
+                    hi = min(lo + batch, args.epoch_images) if args.full_epoch else batch
+                    start = time.perf_counter()
+                    engine.train_batch(images[lo:hi], labels[lo:hi])
+                    times[f32].append(time.perf_counter() - start)
         if args.full_epoch:
             lns, f32 = (float(np.sum(times[key])) for key in (False, True))
         else:
@@ -443,8 +454,9 @@ SECTION_HEADERS = {
               "warm-up; reference: one run, skipped past {a.max_seconds:g} s",
     "conv2d": "conv2d forward at LeNet's shapes, GMAC/s: lnsnet.ops.conv2d at 8 bits (im2col, kernel, "
               "requantize) beside the float32 im2col conv (lnsnet.baseline); native: best of {a.repeat}",
-    "train epoch": "training epoch of {a.epoch_images} images, seconds, {how} (LNS and float32 steps "
-                   "alternating, batch {a.batch}); native/float32 = LNS time / float32 time",
+    "train epoch": "training epoch of {a.epoch_images} images, seconds, {how} (LNS and float32 "
+                   "alternating every " + str(ALTERNATE_STEPS) + " steps, batch {a.batch}); "
+                   "native/float32 = LNS time / float32 time",
     "peak memory": "peak memory of one training step, MiB: tracemalloc peak (Python and NumPy allocations, "
                    "parameters and optimizer state included) in a fresh child process per engine; "
                    "native/float32 = LNS / float32; note: LNS vs float32 traced memory before the step "
