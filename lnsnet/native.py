@@ -141,15 +141,17 @@ _scratch = threading.local()
 # blocks that fit (its rows are independent, so the result is the same).
 # Without the cap LeNet's conv2 input gradient alone would keep 74 MiB.
 SCRATCH_BUDGET_WORDS = 1 << 19  # 4 MiB
+# The largest scratch kept between calls.  A product that row blocks cannot
+# shrink past it (LeNet's weight gradients, summed over 6,400 and 50,176
+# rows, want 10 and 18 MiB) gets a buffer for its call only.
+SCRATCH_KEEP_WORDS = 1 << 20  # 8 MiB
 
 
 def _scratch_words(words: int) -> np.ndarray:
-    """A matmul scratch of at least `words` words.  Up to the budget it is
-    this thread's buffer, grown when needed and kept: a fresh one per call
-    would pay its page faults every time.  Past the budget (a product that
-    row blocks cannot shrink, such as a weight gradient summed over 50,000
-    rows) it is a buffer for this call only, so that no step keeps it."""
-    if words > SCRATCH_BUDGET_WORDS:
+    """A matmul scratch of at least `words` words: up to SCRATCH_KEEP_WORDS,
+    this thread's buffer, grown when needed and kept (a fresh one per call
+    would pay its page faults every time); past it, one for this call only."""
+    if words > SCRATCH_KEEP_WORDS:
         return np.empty(words, dtype=np.int64)
     buffer = getattr(_scratch, "buffer", None)
     if buffer is None or len(buffer) < words:

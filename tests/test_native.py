@@ -546,14 +546,14 @@ def test_matmul_in_row_blocks_when_the_scratch_would_pass_its_budget(gamma, mode
 
 
 def test_scratch_past_the_budget_is_not_kept(monkeypatch):
-    """A product whose scratch no row block can shrink (few rows, a long sum) gets a buffer
-    for that call only; the kept one stays within the budget."""
+    """A product whose scratch no row block can shrink (few rows, a long sum) past the keep
+    limit gets a buffer for that call only; the kept one stays within the limit."""
     rng = np.random.default_rng(5)
     t = tables_for(8)
     sa, xa = operands(rng, (2, 3000), spread=40)
     sb, xb = operands(rng, (3000, 20), spread=40)
     words = native.lib.lns_matmul_scratch_words(1, 2, 3000, 20, 0, native._c_tables(t), native.threads())
-    monkeypatch.setattr(native, "SCRATCH_BUDGET_WORDS", words // 2)
+    monkeypatch.setattr(native, "SCRATCH_KEEP_WORDS", words // 2)
     monkeypatch.setattr(native, "_scratch", threading.local())
     same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
     assert getattr(native._scratch, "buffer", None) is None
