@@ -513,6 +513,21 @@ def test_matmul_huge_exponents_fall_back_to_reference():
     same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
 
 
+def count_matmul_rows(monkeypatch) -> list[int]:
+    """From now on, the row count of every lns_matmul call, in order."""
+    calls = []
+    real = native.lib
+
+    class CountingLib:
+        def __getattr__(self, name):
+            if name == "lns_matmul":
+                return lambda *args: calls.append(args[1]) or real.lns_matmul(*args)
+            return getattr(real, name)
+
+    monkeypatch.setattr(native, "lib", CountingLib())
+    return calls
+
+
 # Only the fast path (gamma <= 16, linear and mitchell) has scratch that grows with m.
 @pytest.mark.parametrize("gamma", (1, 8, 16))
 @pytest.mark.parametrize("mode", ("linear", "mitchell"))
@@ -527,22 +542,32 @@ def test_matmul_in_row_blocks_when_the_scratch_would_pass_its_budget(gamma, mode
     def words(rows):
         return real.lns_matmul_scratch_words(1, rows, k, n, MODES.index(mode), c_tables, native.threads())
 
-    budget = max(words(m) // 3, words(8))
-    assert words(m) > budget
+    # Row blocks pay off only where the rows' part of the scratch dominates: the wrapper splits
+    # when B's part (the scratch of one row) is at most half the budget.
+    budget = (words(m) + 2 * words(1)) // 2
+    assert words(m) > budget >= 2 * words(1)
     monkeypatch.setattr(native, "SCRATCH_BUDGET_WORDS", budget)
-    calls = []
-
-    class CountingLib:
-        def __getattr__(self, name):
-            if name == "lns_matmul":
-                return lambda *args: calls.append(args[1]) or real.lns_matmul(*args)
-            return getattr(real, name)
-
-    monkeypatch.setattr(native, "lib", CountingLib())
+    calls = count_matmul_rows(monkeypatch)
     same(native.matmul(sa, xa, sb, xb, tables_for(gamma), mode),
          accumulate.matmul(sa, xa, sb, xb, tables_for(gamma), mode))
     assert len(calls) > 1 and sum(calls) == m, calls
     assert words(calls[0]) <= budget
+
+
+def test_matmul_not_split_where_b_fills_the_scratch(monkeypatch):
+    """Few rows and a long sum: B's part of the scratch dominates and every block would prepare
+    B again, so the product runs whole even past the budget."""
+    rng = np.random.default_rng(6)
+    t = tables_for(8)
+    sa, xa = operands(rng, (4, 3000), spread=40)
+    sb, xb = operands(rng, (3000, 20), spread=40)
+    c_tables = native._c_tables(t)
+    words = native.lib.lns_matmul_scratch_words(1, 4, 3000, 20, 0, c_tables, native.threads())
+    assert 2 * native.lib.lns_matmul_scratch_words(1, 1, 3000, 20, 0, c_tables, native.threads()) > words - 1
+    monkeypatch.setattr(native, "SCRATCH_BUDGET_WORDS", words - 1)
+    calls = count_matmul_rows(monkeypatch)
+    same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
+    assert calls == [4]
 
 
 def test_scratch_past_the_budget_is_not_kept(monkeypatch):
