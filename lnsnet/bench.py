@@ -24,10 +24,9 @@ same shapes, timed like matmul.
 train: seconds per training epoch of each model, LNS engine beside the
 float32 baseline (lnsnet.engines), on random uint8 images, the two engines
 taking turns every ALTERNATE_STEPS steps so both see the same background
-load.  A whole
-epoch takes minutes, so by default --epoch-steps steps are timed and the
-median step is extrapolated to --epoch-images images; --full-epoch times
-every step of a real epoch.
+load.  A whole epoch takes minutes, so by default --epoch-steps steps are
+timed and the median step is extrapolated to --epoch-images images;
+--full-epoch times every step of a real epoch.
 
 memory: peak memory of one training step of each engine, by tracemalloc:
 every Python and NumPy allocation made since the engine was built (its

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lnsnet import kernels
+# The dtypes every stored sign and exponent has; requantization (a kernel) makes them.
+from lnsnet.kernels.quantize import EXP_DTYPE, SIGN_DTYPE
 from lnsnet.tables import Tables, tables_for
-
-SIGN_DTYPE = np.int8
-EXP_DTYPE = np.int32
 
 MAX_FRAC_BITS = 16
 MIN_BITS, MAX_BITS = 2, 32

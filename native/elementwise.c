@@ -7,9 +7,6 @@
  */
 #include "lnsnet_native.h"
 
-/* Below this many elements a parallel region costs more than it saves. */
-#define LNS_PARALLEL_MIN 65536
-
 static void add_portable(int64_t n, const int8_t *sa, const int64_t *xa, const int8_t *sb,
                          const int64_t *xb, int negate_b, const lns_tables *t,
                          int8_t *out_s, int64_t *out_x)
@@ -54,9 +51,8 @@ void lns_add(int64_t n, const int8_t *sa, const int64_t *xa,
     if (lns_simd_current() == LNS_SIMD_AVX512)
         body = add_avx512;
 #endif
-    const int64_t block = 4096;
     #pragma omp parallel for schedule(static) if (n >= LNS_PARALLEL_MIN)
-    for (int64_t lo = 0; lo < n; lo += block)
-        body(n - lo < block ? n - lo : block, sa + lo, xa + lo, sb + lo, xb + lo, negate_b, t,
-             out_s + lo, out_x + lo);
+    for (int64_t lo = 0; lo < n; lo += LNS_BLOCK)
+        body(n - lo < LNS_BLOCK ? n - lo : LNS_BLOCK, sa + lo, xa + lo, sb + lo, xb + lo, negate_b,
+             t, out_s + lo, out_x + lo);
 }

@@ -9,8 +9,6 @@
  */
 #include "lnsnet_native.h"
 
-#define LNS_PARALLEL_MIN 65536
-
 static inline __attribute__((always_inline))
 void from_fixed_body(int64_t n, const int64_t *value, const int64_t *e0, const lns_tables *t,
                      int8_t *out_s, int64_t *out_x)
@@ -61,10 +59,9 @@ void lns_from_fixed(int64_t n, const int64_t *value, const int64_t *e0,
     else if (level == LNS_SIMD_AVX2)
         body = from_fixed_avx2;
 #endif
-    const int64_t block = 4096;
     #pragma omp parallel for schedule(static) if (n >= LNS_PARALLEL_MIN)
-    for (int64_t lo = 0; lo < n; lo += block)
-        body(n - lo < block ? n - lo : block, value + lo, e0 + lo, t, out_s + lo, out_x + lo);
+    for (int64_t lo = 0; lo < n; lo += LNS_BLOCK)
+        body(n - lo < LNS_BLOCK ? n - lo : LNS_BLOCK, value + lo, e0 + lo, t, out_s + lo, out_x + lo);
 }
 
 void lns_to_fixed(int64_t n, const int8_t *s, const int64_t *x, int64_t frac,

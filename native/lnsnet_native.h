@@ -140,6 +140,12 @@ enum { LNS_SIMD_PORTABLE = 0, LNS_SIMD_AVX2 = 1, LNS_SIMD_AVX512 = 2 };
 /* The level in use: what the CPU has, capped by lns_simd_limit. */
 int lns_simd_current(void);
 
+/* Elementwise kernels go parallel from this many elements (below it a
+ * parallel region costs more than it saves), in blocks of LNS_BLOCK so that
+ * each SIMD body runs over a contiguous stretch. */
+#define LNS_PARALLEL_MIN 65536
+#define LNS_BLOCK 4096
+
 /* A loop body (an always_inline function returning void) compiled once per
  * SIMD level as NAME_portable, NAME_avx2 and NAME_avx512, so that the
  * compiler vectorizes it with each level's instructions; LNS_PICK(NAME) is

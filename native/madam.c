@@ -7,9 +7,6 @@
  */
 #include "lnsnet_native.h"
 
-#define LNS_PARALLEL_MIN 65536
-#define BLOCK 4096
-
 /* g**2 as (|s|, 2x), x 0 where s is: lnsnet.kernels.elementwise.square. */
 static inline void square_one(int8_t s, int64_t x, int8_t *sq_s, int64_t *sq_x)
 {
@@ -68,8 +65,8 @@ void lns_madam_moment(int64_t n, const int8_t *g_s, const int64_t *g_x, const in
         body = moment_avx512;
 #endif
     #pragma omp parallel for schedule(static) if (n >= LNS_PARALLEL_MIN)
-    for (int64_t lo = 0; lo < n; lo += BLOCK)
-        body(n - lo < BLOCK ? n - lo : BLOCK, g_s + lo, g_x + lo, v_s + lo, v_x + lo, beta,
+    for (int64_t lo = 0; lo < n; lo += LNS_BLOCK)
+        body(n - lo < LNS_BLOCK ? n - lo : LNS_BLOCK, g_s + lo, g_x + lo, v_s + lo, v_x + lo, beta,
              one_minus_beta, t, out_s + lo, out_x + lo);
 }
 
@@ -178,9 +175,9 @@ void lns_madam_exponents(int64_t n, const int8_t *g_s, const int64_t *g_x, const
 #endif
     lns_madam k = *c;  /* by value: the loop writes through out_x */
     #pragma omp parallel for schedule(static) if (n >= LNS_PARALLEL_MIN)
-    for (int64_t lo = 0; lo < n; lo += BLOCK) {
+    for (int64_t lo = 0; lo < n; lo += LNS_BLOCK) {
         const int64_t *off = offset ? offset + lo : offset;
-        body(n - lo < BLOCK ? n - lo : BLOCK, g_s + lo, g_x + lo, w_s + lo, w_x + lo, v_s + lo,
+        body(n - lo < LNS_BLOCK ? n - lo : LNS_BLOCK, g_s + lo, g_x + lo, w_s + lo, w_x + lo, v_s + lo,
              v_x + lo, k, off, t, out_x + lo);
     }
 }

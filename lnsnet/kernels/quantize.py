@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+# What every stored tensor holds (lnsnet.format re-exports these).
 SIGN_DTYPE = np.int8
 EXP_DTYPE = np.int32
 
@@ -35,10 +36,11 @@ def requantize(sign, exp, *, far: int, shift: int, t: int | None, span: int, lim
 
     sign, exp and offset: see operands.  Exponents are first clipped to
     +-far.  shift > 0 divides by 2**shift: offset (each in [0, 2**shift))
-    is added first, or 2**(shift-1) when it is None (nearest, ties up).  shift < 0 multiplies by 2**-shift.  t None:
-    the largest exponent with a nonzero sign (0 when there is none).  t is
-    then clipped to [span - limit, limit].  Exponents below the window flush
-    to zero when flush, else saturate to its bottom.
+    is added first, or 2**(shift-1) when it is None (nearest, ties up);
+    shift < 0 multiplies by 2**-shift.  t None: the largest exponent with a
+    nonzero sign (0 when there is none).  t is then clipped to
+    [span - limit, limit].  Exponents below the window flush to zero when
+    flush, else saturate to its bottom.
     """
     sign, exp, offset = operands(sign, exp, offset)
     exp = np.clip(exp.astype(np.int64), -far, far)

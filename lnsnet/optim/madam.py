@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lnsnet import kernels
-from lnsnet.format import MAX_FRAC_BITS
+from lnsnet.format import MAX_FRAC_BITS, stochastic_offset
 from lnsnet.optim import reference
 from lnsnet.optim.base import Optimizer, bias_correction, lns_constant, one_minus
 
@@ -132,7 +132,7 @@ class Madam(Optimizer):
         state["v"] = v
         offset = None
         if self.rounding == "stochastic":
-            offset = self.rng.integers(0, 1 << c.shift, size=p.sign.shape, dtype=np.int64)
+            offset = stochastic_offset(p.sign.shape, c.shift, self.rng)
         x = kernels.madam_exponents(
             g_sign, g_exp, p.sign, p.exp, v.sign, v.exp, correction=bias_correction(c.beta, state["step"], fs),
             bound=c.bound, decay=c.decay, factor=c.factor, shift=c.shift, x_max=state["x_max"],
