@@ -204,12 +204,17 @@ def rescale(exp, src_gamma: int, dst_gamma: int, *, rounding="nearest", rng=None
     To a finer gamma this is an exact left shift.  To a coarser one it is a
     right shift by k bits, rounded to nearest (adding 2**(k-1) first: ties go
     toward the larger exponent) or stochastically (adding a uniform integer
-    in [0, 2**k) from the seeded integer generator rng).
+    in [0, 2**k) from the seeded integer generator rng).  Between equal
+    gammas integer exponents come back as they are, not copied: a backward
+    pass reads LeNet's saved im2col rows this way, 6 MiB.
     """
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"rescale: rounding={rounding!r}, expected one of {ROUNDING_MODES}")
-    exp = np.asarray(exp, dtype=np.int64)
     shift = src_gamma.bit_length() - dst_gamma.bit_length()
+    exp = np.asarray(exp)
+    if shift == 0 and exp.dtype.kind in "iu":
+        return exp
+    exp = exp.astype(np.int64)
     if shift <= 0:
         return exp << -shift
     if rounding == "nearest":

@@ -43,7 +43,7 @@ EXP_BOUND = 1 << 50
 FRAC_BOUND = 1 << 40
 
 _C_TYPES = {np.dtype(np.int8): "int8_t[]", np.dtype(np.int32): "int32_t[]",
-            np.dtype(np.int64): "int64_t[]"}
+            np.dtype(np.int64): "int64_t[]", np.dtype(np.uint64): "uint64_t[]"}
 
 
 def available() -> bool:
@@ -133,18 +133,45 @@ def _checked_exps(*arrays) -> tuple[list[np.ndarray], bool]:
     return exps, all(_narrow(a) or _in_bounds(x) for a, x in zip(arrays, exps))
 
 
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _int32_exps(*arrays) -> tuple[list[np.ndarray], bool]:
+    """The arrays as contiguous int32, the reductions' width, and whether
+    every value fits.  An int32 array passes as it is; a wider one is looked
+    at, and narrowed only when it fits (otherwise returned as it is)."""
+    exps, fits = [], True
+    for a in arrays:
+        a = np.asarray(a)
+        if a.dtype.kind == "i" and a.dtype.itemsize <= 4:
+            exps.append(np.ascontiguousarray(a, dtype=np.int32))
+            continue
+        if a.dtype.kind not in "iu" or (a.size and (int(a.min()) < INT32_MIN or int(a.max()) > INT32_MAX)):
+            fits = False
+            exps.append(a)
+            continue
+        exps.append(np.ascontiguousarray(a, dtype=np.int32))
+    return exps, fits
+
+
 _tables_cache: dict[int, tuple] = {}
 _scratch = threading.local()
 
 
 # The matmul scratch a product may use: a larger 2-D product is done in row
 # blocks that fit (its rows are independent, so the result is the same).
-# Without the cap LeNet's conv2 input gradient alone would keep 74 MiB.
-SCRATCH_BUDGET_WORDS = 1 << 19  # 4 MiB
+# Without the cap LeNet's conv1 forward pass alone would take 36 MiB.
+SCRATCH_BUDGET_WORDS = 1 << 18  # 2 MiB
+# Row blocks have at least this many rows: each block builds B's variant
+# rows again (C work that grows with k and n, not with the rows), and too
+# few rows do not pay for it.  LeNet's conv1 weight gradient (6 rows, a sum
+# of 50,176 products) took 5 times as long in blocks of 2 rows.
+MIN_BLOCK_ROWS = 128
 # The largest scratch kept between calls.  A product that row blocks cannot
-# shrink past it (LeNet's weight gradients, summed over 6,400 and 50,176
-# rows, want 10 and 18 MiB) gets a buffer for its call only.
-SCRATCH_KEEP_WORDS = 1 << 20  # 8 MiB
+# shrink past it (few rows and a long sum, such as LeNet's conv1 weight
+# gradient, 4.4 MiB; or a scratch that is mostly B's, as in logadd mode)
+# gets a buffer for its call only.
+SCRATCH_KEEP_WORDS = 1 << 18  # 2 MiB
 
 
 def _scratch_words(words: int) -> np.ndarray:
@@ -171,10 +198,16 @@ def _c_tables(tables: Tables):
     arrays = {
         "pow2": _exps(tables.pow2), "mitchell": _exps(tables.mitchell),
         "bound": _exps(tables.bound), "log2": np.ascontiguousarray(tables.log2, dtype=np.int32),
-        # an empty correction table means "always 0": one zero entry says the same
-        "sb": np.ascontiguousarray(tables.sb if len(tables.sb) else [0], dtype=np.int32),
-        "db": np.ascontiguousarray(tables.db if len(tables.db) else [0], dtype=np.int32),
     }
+    # SB and DB packed (lnsnet.tables.PackedTable); an empty part gets one
+    # unread entry, so that no pointer is NULL.
+    for name, packed in (("sb", tables.sb_packed), ("db", tables.db_packed)):
+        if packed.length != tables.essential_zero or packed.dense != tables.sb_packed.dense:
+            raise ValueError(f"native: packed {name} table does not match the tables' shape")
+        arrays[name] = np.ascontiguousarray(packed.head if len(packed.head) else [0], dtype=np.int32)
+        arrays[name + "_base"] = np.ascontiguousarray(packed.base if len(packed.base) else [0], dtype=np.int32)
+        arrays[name + "_steps"] = np.ascontiguousarray(packed.steps if len(packed.steps) else [0],
+                                                       dtype=np.uint64)
     for name in ("pow2", "mitchell", "bound"):
         if arrays[name].shape != (gamma,):
             raise ValueError(f"native: {name} table has shape {arrays[name].shape}, expected ({gamma},)")
@@ -189,8 +222,8 @@ def _c_tables(tables: Tables):
     views = {name: ffi.from_buffer(_C_TYPES[a.dtype], a) for name, a in arrays.items()}
     for name, view in views.items():
         setattr(struct, name, view)
-    struct.n_sb = len(arrays["sb"])
-    struct.n_db = len(arrays["db"])
+    struct.n = tables.essential_zero
+    struct.dense = tables.sb_packed.dense
     _tables_cache[id(tables)] = (tables, struct, arrays, views)
     return struct
 
@@ -339,14 +372,15 @@ def lns_sum(sign, exp, tables: Tables, axis=-1, mode: str = "linear"):
     """lnsnet.kernels.accumulate.lns_sum in C."""
     _accumulate.check_mode(mode)
     sign = np.moveaxis(np.asarray(sign), axis, -1)
-    exp = np.moveaxis(np.asarray(exp, dtype=np.int64), axis, -1)
+    exp = np.moveaxis(np.asarray(exp), axis, -1)
     sign, exp = np.broadcast_arrays(sign, exp)
     shape = sign.shape
     k = shape[-1]
     margin = _margin(k, mode)
-    sign, exp = _signs(sign), _exps(exp)
-    if not _in_bounds(exp):
-        return _accumulate.lns_sum(sign.reshape(shape), exp.reshape(shape), tables, -1, mode)
+    sign = _signs(sign)
+    (exp,), fits = _int32_exps(exp)
+    if not fits:
+        return _accumulate.lns_sum(sign, exp, tables, -1, mode)
     out_s = np.empty(shape[:-1], dtype=np.int8)
     out_x = np.empty(shape[:-1], dtype=np.int64)
     lib.lns_sum(out_s.size, k, _buf(sign), _buf(exp), _MODE_IDS[mode], margin,
@@ -371,8 +405,8 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
     (m, k), n = sa.shape[-2:], sb.shape[-1]
     margin = _margin(k, mode)
     sa, sb = _signs(sa), _signs(sb)
-    (xa, xb), bounded = _checked_exps(xa, xb)
-    if not bounded:
+    (xa, xb), fits = _int32_exps(xa, xb)
+    if not fits:
         return _accumulate.matmul(sa, xa, sb, xb, tables, mode)
     a_offsets = _batch_offsets(sa.shape[:-2], batch, m * k)
     b_offsets = _batch_offsets(sb.shape[:-2], batch, k * n)
@@ -386,15 +420,16 @@ def matmul(sa, xa, sb, xb, tables: Tables, mode: str = "linear"):
         return lib.lns_matmul_scratch_words(count, rows, k, n, mode_id, c_tables, _threads)
 
     rows = max(m, 1)
-    if count == 1 and m > 1 and words_for(m) > SCRATCH_BUDGET_WORDS:
+    if count == 1 and m >= 2 * MIN_BLOCK_ROWS and words_for(m) > SCRATCH_BUDGET_WORDS:
         # Split only where the rows' part of the scratch is what passes the
         # budget: every block prepares all of B again.
         fixed = words_for(1)
         per_row = (words_for(m) - fixed) / (m - 1)
         if fixed <= SCRATCH_BUDGET_WORDS // 2:
             rows = max(1, int((SCRATCH_BUDGET_WORDS - fixed) / per_row))
-            while rows > 1 and words_for(rows) > SCRATCH_BUDGET_WORDS:
+            while rows > MIN_BLOCK_ROWS and words_for(rows) > SCRATCH_BUDGET_WORDS:
                 rows -= 1 + rows // 16
+            rows = max(rows, MIN_BLOCK_ROWS)
     scratch = _scratch_words(words_for(rows))
     one = np.zeros(1, dtype=np.int64)
     for r0 in range(0, m, rows):

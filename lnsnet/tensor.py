@@ -143,7 +143,13 @@ class Tensor:
         elif grad.shape != self.shape:
             raise ValueError(f"backward: grad shape {grad.shape} != tensor shape {self.shape}")
         pending = {id(self): grad}
-        for node in reversed(_topological_order(self)):
+        order = _topological_order(self)
+        while order:
+            # Popped, not walked, and no local left naming it: once its
+            # function has run, a result's values have no holder here (as in
+            # PyTorch), so each activation is freed as the backward pass
+            # passes it, not at its end.
+            node = order.pop()
             g = pending.pop(id(node), None)
             ctx = node._ctx
             if ctx is None:
@@ -151,13 +157,9 @@ class Tensor:
                     node.grad = g.detach() if node.grad is None else add_gradients(node.grad, g)
                 continue
             node._ctx = None
-            if g is None:
-                continue
-            for parent, parent_grad in zip(ctx.parents, ctx.backward(g)):
-                if parent_grad is None or not parent.requires_grad:
-                    continue
-                earlier = pending.get(id(parent))
-                pending[id(parent)] = parent_grad if earlier is None else add_gradients(earlier, parent_grad)
+            del node
+            if g is not None:
+                _pass_back(ctx, g, pending)
 
     # ---- arithmetic (lnsnet/ops) ---------------------------------------------------
     def __add__(self, other):
@@ -218,6 +220,15 @@ class Tensor:
     def to(self, fmt: LNSFormat) -> Tensor:
         """These values in another format (the gradient passes straight through)."""
         return ops.cast(self, fmt)
+
+
+def _pass_back(ctx: Function, g: Tensor, pending: dict[int, Tensor]) -> None:
+    """Run one function's backward and add what it gives each input to pending[id(input)]."""
+    for parent, parent_grad in zip(ctx.parents, ctx.backward(g)):
+        if parent_grad is None or not parent.requires_grad:
+            continue
+        earlier = pending.get(id(parent))
+        pending[id(parent)] = parent_grad if earlier is None else add_gradients(earlier, parent_grad)
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:

@@ -67,6 +67,9 @@
  * so that a chunk's 2*gamma*kc variant rows (CW int64 each) fill 32 KiB of L1. */
 #define FAST_MAX_F 4
 #define FAST_KC_GAMMA 128
+/* Panels whose row entries are worked out at a time (a "group"): the
+ * entries of a long sum are not all held at once. */
+#define FAST_GROUP_PANELS 64
 #define OFFSET_BINARY 0x8000000000000000ull
 /* ub of a zero b: so far down that every W_e is 0 (h >= 63). */
 #define ZERO_UB ((int64_t)1 << 40)
@@ -138,7 +141,7 @@ static inline int64_t clip_shift(int64_t v)
     return v < 0 ? 0 : (v > 63 ? 63 : v);
 }
 
-static int64_t row_max(const int8_t *s, const int64_t *x, int64_t k)
+static int64_t row_max(const int8_t *s, const int32_t *x, int64_t k)
 {
     int64_t base = LNS_LOW;
     for (int64_t i = 0; i < k; i++)
@@ -146,7 +149,7 @@ static int64_t row_max(const int8_t *s, const int64_t *x, int64_t k)
     return base;
 }
 
-static void sum_linear_row(int64_t k, const int8_t *s, const int64_t *x, const int64_t *table,
+static void sum_linear_row(int64_t k, const int8_t *s, const int32_t *x, const int64_t *table,
                            int32_t margin, const lns_tables *t, int8_t *os, int64_t *ox)
 {
     int32_t f = t->frac_bits;
@@ -160,7 +163,7 @@ static void sum_linear_row(int64_t k, const int8_t *s, const int64_t *x, const i
     lns_from_fixed_elem((int64_t)acc, qb - LNS_POW2_BITS - margin, t, os, ox);
 }
 
-static void sum_logadd_row(int64_t k, const int8_t *s, const int64_t *x, const lns_tables *t,
+static void sum_logadd_row(int64_t k, const int8_t *s, const int32_t *x, const lns_tables *t,
                            int8_t *os, int64_t *ox)
 {
     int8_t as = 0;
@@ -171,7 +174,7 @@ static void sum_logadd_row(int64_t k, const int8_t *s, const int64_t *x, const l
     *ox = ax;
 }
 
-void lns_sum(int64_t rows, int64_t k, const int8_t *s, const int64_t *x,
+void lns_sum(int64_t rows, int64_t k, const int8_t *s, const int32_t *x,
              int32_t mode, int32_t margin, const lns_tables *t,
              int8_t *out_s, int64_t *out_x)
 {
@@ -190,9 +193,9 @@ void lns_sum(int64_t rows, int64_t k, const int8_t *s, const int64_t *x,
 typedef struct {
     int64_t m, k, n;
     const int8_t *sa;
-    const int64_t *xa;
+    const int32_t *xa;
     const int8_t *sb;
-    const int64_t *xb;
+    const int32_t *xb;
     int8_t *os;
     int64_t *ox;
     int32_t margin;
@@ -240,11 +243,19 @@ static int64_t ceil_div(int64_t a, int64_t b)
  * shared arrays (one per 2-D product in flight), then private ones (one
  * per thread). */
 typedef struct {
-    int64_t gamma, kc, panels, npad;
-    int64_t amax, bmax, perm, hmax, bu, bs, counts, offsets, unsafe, unsafe_count, unsafe_rows, bias;
+    int64_t gamma, kc, panels, group, npad;
+    int64_t amax, bmax, perm, hmax, sums, counts, offsets, unsafe, unsafe_count, unsafe_rows, bias;
     int64_t shared_words;
     int64_t variants, acc, row_first, private_words;
 } fast_layout;
+
+/* With one group, each work item sums its rows over all of k and rounds
+ * them at once, in a private accumulator; with more, the sums carry over
+ * from group to group in a shared one (sums), rounded after the last. */
+static int fast_one_group(const fast_layout *l)
+{
+    return l->panels <= l->group;
+}
 
 static fast_layout fast_plan(int64_t m, int64_t k, int64_t n, int32_t f)
 {
@@ -252,27 +263,26 @@ static fast_layout fast_plan(int64_t m, int64_t k, int64_t n, int32_t f)
     l.gamma = (int64_t)1 << f;
     l.kc = FAST_KC_GAMMA >> f;
     l.panels = ceil_div(k, l.kc);
+    l.group = l.panels < FAST_GROUP_PANELS ? l.panels : FAST_GROUP_PANELS;
     l.npad = ceil_div(n, CW) * CW;
-    int64_t b_cells = l.panels * l.kc * l.npad;  /* B padded to whole panels and chunks */
-    int64_t a_cells = l.panels * m * l.kc;
+    int64_t a_cells = l.group * m * l.kc;  /* one group's entries */
     l.amax = 0;
     l.bmax = l.amax + m;
     l.perm = l.bmax + n;
     l.hmax = l.perm + n;
-    l.bu = l.hmax + l.panels;
-    l.bs = l.bu + b_cells;                        /* int8 */
-    l.counts = l.bs + ceil_div(b_cells, 8);
+    l.sums = l.hmax + l.panels;                  /* chunk-major: (chunk, row, CW) */
+    l.counts = l.sums + (fast_one_group(&l) ? 0 : m * l.npad + 8);
     l.offsets = l.counts + a_cells;               /* uint16 */
     l.unsafe = l.offsets + ceil_div(a_cells, 4);  /* uint32 */
     l.unsafe_count = l.unsafe + ceil_div(a_cells, 2);
-    l.unsafe_rows = l.unsafe_count + l.panels * m;
-    l.bias = l.unsafe_rows + l.panels;
-    l.shared_words = l.bias + l.panels * m;
+    l.unsafe_rows = l.unsafe_count + l.group * m;
+    l.bias = l.unsafe_rows + l.group;
+    l.shared_words = l.bias + l.group * m;
     /* 2*gamma variant rows per k of the panel and one zero row; both blocks
      * get 8 words of slack to align them to 64 bytes. */
     l.variants = 0;
     l.acc = l.variants + (2 * l.gamma * l.kc + 1) * CW + 8;
-    l.row_first = l.acc + m * CW + 8;              /* int8 */
+    l.row_first = l.acc + (fast_one_group(&l) ? m * CW + 8 : 0);  /* int8 */
     l.private_words = l.row_first + ceil_div(m, 8);
     return l;
 }
@@ -290,7 +300,7 @@ static logadd_layout logadd_plan(int64_t k, int64_t n, const lns_tables *t)
 {
     logadd_layout l;
     l.npad = ceil_div(n, LOGADD_GROUP) * LOGADD_GROUP;
-    l.nmax = t->n_sb > t->n_db ? t->n_sb : t->n_db;
+    l.nmax = t->n;
     l.xb = 0;                                        /* int32 */
     l.negb = l.xb + ceil_div(k * l.npad, 2);         /* uint16, one per 16 columns */
     l.gauss = l.negb + ceil_div(k * l.npad / 16, 4); /* int32, 2 * (nmax + 1) */
@@ -338,7 +348,7 @@ static void column_max(const mm_problem *p, int64_t j0, int64_t j1, int64_t *bma
         bmax[j] = LNS_LOW;
     for (int64_t kk = 0; kk < p->k; kk++) {
         const int8_t *s = p->sb + kk * p->n;
-        const int64_t *x = p->xb + kk * p->n;
+        const int32_t *x = p->xb + kk * p->n;
         for (int64_t j = j0; j < j1; j++)
             bmax[j] = s[j] != 0 && x[j] > bmax[j] ? x[j] : bmax[j];
     }
@@ -369,7 +379,7 @@ void generic_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t widt
             continue;
         int64_t xa = p->xa[i * p->k + kk];
         const int8_t *sb = p->sb + kk * p->n + j0;
-        const int64_t *xb = p->xb + kk * p->n + j0;
+        const int32_t *xb = p->xb + kk * p->n + j0;
         for (int64_t c = 0; c < width; c++) {
             int64_t prod = xa + xb[c];
             int64_t drop = clip_shift(qb[c] - (prod >> f));
@@ -387,11 +397,13 @@ void generic_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t widt
 
 /* ---- logadd: ⊕ in index order, vectorized over columns ----------------- */
 
+/* whole: the tables are held whole (t->n <= t->dense), read with selects
+ * so that the loop vectorizes; otherwise through lns_sb and lns_db. */
 static inline __attribute__((always_inline))
-void logadd_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t width)
+void logadd_chunk_tables(const mm_problem *p, int64_t i, int64_t j0, int64_t width, int whole)
 {
     const lns_tables *t = p->t;
-    uint64_t n_sb = (uint64_t)t->n_sb, n_db = (uint64_t)t->n_db;
+    uint64_t n = (uint64_t)t->n;
     int64_t as[CW], ax[CW];
     for (int64_t c = 0; c < CW; c++) {
         as[c] = 0;
@@ -403,7 +415,7 @@ void logadd_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t width
             continue;
         int64_t xa = p->xa[i * p->k + kk];
         const int8_t *sb = p->sb + kk * p->n + j0;
-        const int64_t *xb = p->xb + kk * p->n + j0;
+        const int32_t *xb = p->xb + kk * p->n + j0;
         /* lns_add_one, written with selects only so that it vectorizes */
         for (int64_t c = 0; c < width; c++) {
             int64_t s1 = as[c], x1 = ax[c];
@@ -412,9 +424,11 @@ void logadd_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t width
             int64_t a_larger = x1 >= x2;
             uint64_t d = a_larger ? (uint64_t)x1 - (uint64_t)x2 : (uint64_t)x2 - (uint64_t)x1;
             int64_t same = s1 == s2;
-            int64_t c_sb = d < n_sb ? t->sb[d < n_sb ? d : 0] : 0;
-            int64_t c_db = d < n_db ? t->db[d < n_db ? d : 0] : 0;
-            int64_t corr = same ? c_sb : c_db;
+            int64_t corr;
+            if (whole)
+                corr = d < n ? (same ? t->sb : t->db)[d < n ? d : 0] : 0;
+            else
+                corr = same ? lns_sb(t, d) : lns_db(t, d);
             int64_t sign = a_larger ? s1 : s2;
             int64_t x = (int64_t)((uint64_t)(a_larger ? x1 : x2) + (uint64_t)corr);
             sign = (!same && d == 0) ? 0 : sign;
@@ -430,15 +444,23 @@ void logadd_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t width
     }
 }
 
+static inline __attribute__((always_inline))
+void logadd_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t width)
+{
+    if (p->t->n <= p->t->dense)
+        logadd_chunk_tables(p, i, j0, width, 1);
+    else
+        logadd_chunk_tables(p, i, j0, width, 0);
+}
+
 /* ---- fast linear: variant rows ------------------------------------------ */
 
 typedef struct {
     fast_layout l;
-    int64_t *amax, *bmax, *perm, *hmax, *bu, *counts, *unsafe_count, *unsafe_rows;
-    int8_t *bs;
+    int64_t *amax, *bmax, *perm, *hmax, *counts, *unsafe_count, *unsafe_rows;
     uint16_t *offsets;
     uint32_t *unsafe;
-    uint64_t *bias;
+    uint64_t *sums, *bias;
     int64_t chunks, row_blocks, rows_per_block;
     int level;
 } fast_state;
@@ -451,8 +473,9 @@ static fast_state fast_setup(const mm_problem *p, int64_t *shared, int32_t threa
     st.bmax = shared + st.l.bmax;
     st.perm = shared + st.l.perm;
     st.hmax = shared + st.l.hmax;
-    st.bu = shared + st.l.bu;
-    st.bs = (int8_t *)(shared + st.l.bs);
+    st.sums = align64(shared + st.l.sums);
+    if (!fast_one_group(&st.l))
+        memset(st.sums, 0, (size_t)(p->m * st.l.npad) * sizeof(uint64_t));
     st.counts = shared + st.l.counts;
     st.offsets = (uint16_t *)(shared + st.l.offsets);
     st.unsafe = (uint32_t *)(shared + st.l.unsafe);
@@ -493,50 +516,72 @@ static void fast_sort_columns(const mm_problem *p, fast_state *st)
         st->perm[start[beta_of(st->bmax[j], gamma)]++] = j;
 }
 
-/* Phase 3: one k panel of B in sorted column order as (ub, sign), zero b and
- * padding as (ZERO_UB, 0); and hmax, the largest (e + ub) >> f of a nonzero b. */
-static void fast_prepare_panel(const mm_problem *p, fast_state *st, int64_t panel)
+/* ub of entry kk of column j, whose sign is not 0. */
+static inline int64_t fast_ub(const mm_problem *p, const fast_state *st, int64_t kk, int64_t j)
 {
-    int64_t gamma = st->l.gamma, kc = st->l.kc, npad = st->l.npad, f = p->t->frac_bits;
-    int64_t ubmax = 0;
-    for (int64_t c = 0; c < kc; c++) {
-        int64_t kk = panel * kc + c;
-        int64_t *bu = st->bu + (panel * kc + c) * npad;
-        int8_t *bs = st->bs + (panel * kc + c) * npad;
-        for (int64_t q = 0; q < npad; q++) {
-            int64_t ub = ZERO_UB;
-            int8_t sign = 0;
-            if (kk < p->k && q < p->n) {
-                int64_t j = st->perm[q];
-                int8_t s = p->sb[kk * p->n + j];
-                if (s != 0) {
-                    sign = s > 0 ? 1 : -1;
-                    ub = gamma * ((st->bmax[j] >> f) + 1) - p->xb[kk * p->n + j];
-                    ubmax = ub > ubmax ? ub : ubmax;
-                }
-            }
-            bu[q] = ub;
-            bs[q] = sign;
-        }
-    }
-    st->hmax[panel] = (gamma - 1 + ubmax) >> f;
+    int32_t f = p->t->frac_bits;
+    return st->l.gamma * ((st->bmax[j] >> f) + 1) - p->xb[kk * p->n + j];
 }
 
-/* Phase 4: row i's entries, kc per panel: the byte offset of the variant row
- * and g.  A zero product, and an unsafe one (listed apart), point at the zero
- * row with g = 0; bias is the sum over the entries of 2^(63 - g). */
-static void fast_row_entries(const mm_problem *p, fast_state *st, int64_t i)
+/* Phase 3: hmax of a k panel, the largest (e + ub) >> f of a nonzero b. */
+static void fast_panel_hmax(const mm_problem *p, fast_state *st, int64_t panel)
+{
+    int64_t kc = st->l.kc, f = p->t->frac_bits;
+    int64_t k1 = (panel + 1) * kc < p->k ? (panel + 1) * kc : p->k;
+    int64_t ubmax = 0;
+    for (int64_t kk = panel * kc; kk < k1; kk++)
+        for (int64_t j = 0; j < p->n; j++)
+            if (p->sb[kk * p->n + j] != 0) {
+                int64_t ub = fast_ub(p, st, kk, j);
+                ubmax = ub > ubmax ? ub : ubmax;
+            }
+    st->hmax[panel] = (st->l.gamma - 1 + ubmax) >> f;
+}
+
+/* Row kk of B at one chunk's columns, in sorted order, as (ub, sign); zero b
+ * and padding as (ZERO_UB, 0).  Worked out again at each build rather than
+ * kept for all of B: for a long sum (LeNet's conv1 weight gradient sums
+ * 50,176 products) the kept copy was 14 MiB of scratch. */
+static inline __attribute__((always_inline))
+void fast_chunk_row(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t kk,
+                    int64_t bu[CW], int8_t bs[CW])
+{
+    for (int64_t w = 0; w < CW; w++) {
+        int64_t q = chunk * CW + w;
+        bu[w] = ZERO_UB;
+        bs[w] = 0;
+        if (kk < p->k && q < p->n) {
+            int64_t j = st->perm[q];
+            int8_t s = p->sb[kk * p->n + j];
+            if (s != 0) {
+                bs[w] = s > 0 ? 1 : -1;
+                bu[w] = fast_ub(p, st, kk, j);
+            }
+        }
+    }
+}
+
+/* Phase 4: row maxima of A. */
+static void fast_row_max(const mm_problem *p, fast_state *st, int64_t i)
+{
+    st->amax[i] = row_max(p->sa + i * p->k, p->xa + i * p->k, p->k);
+}
+
+/* Phase 5, per group of panels [p0, p1): row i's entries, kc per panel: the
+ * byte offset of the variant row and g.  A zero product, and an unsafe one
+ * (listed apart), point at the zero row with g = 0; bias is the sum over the
+ * entries of 2^(63 - g). */
+static void fast_row_entries(const mm_problem *p, fast_state *st, int64_t i, int64_t p0,
+                             int64_t p1)
 {
     const fast_layout *l = &st->l;
     int64_t gamma = l->gamma, kc = l->kc, f = p->t->frac_bits;
     const int8_t *sa = p->sa + i * p->k;
-    const int64_t *xa = p->xa + i * p->k;
-    int64_t amax = row_max(sa, xa, p->k);
-    st->amax[i] = amax;
-    int64_t top = gamma * ((amax >> f) + 1) - 1;
+    const int32_t *xa = p->xa + i * p->k;
+    int64_t top = gamma * ((st->amax[i] >> f) + 1) - 1;
     int64_t zero_row = 2 * gamma * kc * CW;
-    for (int64_t panel = 0; panel < l->panels; panel++) {
-        int64_t slot = panel * p->m + i;  /* panel-major: a panel's rows are adjacent */
+    for (int64_t panel = p0; panel < p1; panel++) {
+        int64_t slot = (panel - p0) * p->m + i;  /* panel-major: a panel's rows are adjacent */
         int64_t *cnt = st->counts + slot * kc;
         uint16_t *off = st->offsets + slot * kc;
         uint32_t *uns = st->unsafe + slot * kc;
@@ -566,13 +611,13 @@ static void fast_row_entries(const mm_problem *p, fast_state *st, int64_t i)
     }
 }
 
-/* Phase 5: how many rows of a panel have unsafe entries (mostly none). */
-static void fast_count_unsafe(const mm_problem *p, fast_state *st, int64_t panel)
+/* Phase 6: how many rows of the group's panel q have unsafe entries (mostly none). */
+static void fast_count_unsafe(const mm_problem *p, fast_state *st, int64_t q)
 {
     int64_t rows = 0;
     for (int64_t i = 0; i < p->m; i++)
-        rows += st->unsafe_count[panel * p->m + i] > 0;
-    st->unsafe_rows[panel] = rows;
+        rows += st->unsafe_count[q * p->m + i] > 0;
+    st->unsafe_rows[q] = rows;
 }
 
 /* TL1[u mod gamma] = T[gamma-1 - (u mod gamma)] << (L+1), W_e(ub) = TL1[u] >> h. */
@@ -593,8 +638,9 @@ void fast_build_body(const mm_problem *p, const fast_state *st, int64_t chunk, i
     int64_t tl1[1 << FAST_MAX_F];
     fast_tl1(p, gamma, tl1);
     for (int64_t c = 0; c < kc; c++) {
-        const int64_t *bu = st->bu + (panel * kc + c) * l->npad + chunk * CW;
-        const int8_t *bs = st->bs + (panel * kc + c) * l->npad + chunk * CW;
+        int64_t bu[CW];
+        int8_t bs[CW];
+        fast_chunk_row(p, st, chunk, panel * kc + c, bu, bs);
         for (int64_t e = 0; e < gamma; e++) {
             uint64_t *pos = v + (e * kc + c) * CW;
             uint64_t *neg = v + ((gamma + e) * kc + c) * CW;
@@ -811,8 +857,9 @@ static void build_avx512(const mm_problem *p, const fast_state *st, int64_t chun
     __m128i fshift = _mm_cvtsi64_si128(f);
     __m512i ob = _mm512_set1_epi64((int64_t)OFFSET_BINARY), zero = _mm512_setzero_si512();
     for (int64_t c = 0; c < kc; c++) {
-        const int64_t *bu = st->bu + (panel * kc + c) * l->npad + chunk * CW;
-        const int8_t *bs = st->bs + (panel * kc + c) * l->npad + chunk * CW;
+        int64_t bu[CW];
+        int8_t bs[CW];
+        fast_chunk_row(p, st, chunk, panel * kc + c, bu, bs);
         __mmask16 negative = _mm_movepi8_mask(_mm_loadu_si128((const __m128i *)bs));
         __m512i ub0 = _mm512_loadu_si512(bu), ub1 = _mm512_loadu_si512(bu + 8);
         for (int64_t e = 0; e < gamma; e++) {
@@ -916,14 +963,17 @@ static kernel_set kernels_for(int level)
 
 /* ---- fast linear: work items and drivers --------------------------------- */
 
-/* One work item: columns of one chunk, rows [r0, r1), all panels. */
+/* One work item: columns of one chunk, rows [r0, r1), the panels [p0, p1)
+ * of one group (rounded here when it is the only one). */
 static void fast_item(const mm_problem *p, const fast_state *st, const kernel_set *ks,
-                      int64_t chunk, int64_t r0, int64_t r1, int64_t *private_area)
+                      int64_t chunk, int64_t r0, int64_t r1, int64_t p0, int64_t p1,
+                      int64_t *private_area)
 {
     const fast_layout *l = &st->l;
     int64_t gamma = l->gamma, kc = l->kc;
     uint64_t *v = align64(private_area + l->variants);
-    uint64_t *acc = align64(private_area + l->acc);
+    int one_group = fast_one_group(l);
+    uint64_t *acc = one_group ? align64(private_area + l->acc) : st->sums + (chunk * p->m + r0) * CW;
     int8_t *row_first = (int8_t *)(private_area + l->row_first);
     int64_t q0 = chunk * CW;
     int64_t width = p->n - q0 < CW ? p->n - q0 : CW;
@@ -938,22 +988,31 @@ static void fast_item(const mm_problem *p, const fast_state *st, const kernel_se
     }
     for (int64_t i = r0; i < r1; i++)
         row_first[i - r0] = first_by_rho[st->amax[i] & (gamma - 1)];
-    memset(acc, 0, (size_t)((r1 - r0) * CW) * sizeof(uint64_t));
-    for (int64_t panel = 0; panel < l->panels; panel++) {
+    if (one_group)
+        memset(acc, 0, (size_t)((r1 - r0) * CW) * sizeof(uint64_t));
+    for (int64_t panel = p0; panel < p1; panel++) {
         ks->build(p, st, chunk, panel, v);
-        int64_t slot0 = panel * p->m + r0;
+        int64_t q = panel - p0, slot0 = q * p->m + r0;
         ks->rows(st->counts + slot0 * kc, st->offsets + slot0 * kc, st->bias + slot0, row_first,
                  r1 - r0, kc, v, acc);
-        if (st->unsafe_rows[panel] == 0)
+        if (st->unsafe_rows[q] == 0)
             continue;
         for (int64_t i = r0; i < r1; i++) {
-            int64_t slot = panel * p->m + i;
+            int64_t slot = q * p->m + i;
             if (st->unsafe_count[slot] > 0)
                 fast_unsafe(st->unsafe + slot * kc, st->unsafe_count[slot], v, row_first[i - r0],
                             acc + (i - r0) * CW);
         }
     }
-    ks->finish(p, st, chunk, r0, r1, acc);
+    if (one_group)
+        ks->finish(p, st, chunk, r0, r1, acc);
+}
+
+/* After the last of several groups: the shared sums of one item, rounded. */
+static void fast_finish_item(const mm_problem *p, const fast_state *st, const kernel_set *ks,
+                             int64_t chunk, int64_t r0, int64_t r1)
+{
+    ks->finish(p, st, chunk, r0, r1, st->sums + (chunk * p->m + r0) * CW);
 }
 
 /* One 2-D product, all phases, by the calling thread alone. */
@@ -964,13 +1023,20 @@ static void fast_serial(const mm_problem *p, const kernel_set *ks, int64_t *shar
     column_max(p, 0, p->n, st.bmax);
     fast_sort_columns(p, &st);
     for (int64_t panel = 0; panel < st.l.panels; panel++)
-        fast_prepare_panel(p, &st, panel);
+        fast_panel_hmax(p, &st, panel);
     for (int64_t i = 0; i < p->m; i++)
-        fast_row_entries(p, &st, i);
-    for (int64_t panel = 0; panel < st.l.panels; panel++)
-        fast_count_unsafe(p, &st, panel);
-    for (int64_t chunk = 0; chunk < st.chunks; chunk++)
-        fast_item(p, &st, ks, chunk, 0, p->m, private_area);
+        fast_row_max(p, &st, i);
+    for (int64_t p0 = 0; p0 < st.l.panels; p0 += st.l.group) {
+        int64_t p1 = p0 + st.l.group < st.l.panels ? p0 + st.l.group : st.l.panels;
+        for (int64_t i = 0; i < p->m; i++)
+            fast_row_entries(p, &st, i, p0, p1);
+        for (int64_t q = 0; q < p1 - p0; q++)
+            fast_count_unsafe(p, &st, q);
+        for (int64_t chunk = 0; chunk < st.chunks; chunk++)
+            fast_item(p, &st, ks, chunk, 0, p->m, p0, p1, private_area);
+    }
+    for (int64_t chunk = 0; !fast_one_group(&st.l) && chunk < st.chunks; chunk++)
+        fast_finish_item(p, &st, ks, chunk, 0, p->m);
 }
 
 /* One 2-D product, every phase split over the team. */
@@ -996,20 +1062,36 @@ static void fast_parallel(const mm_problem *p, const kernel_set *ks, int64_t *sh
         fast_sort_columns(p, &st);
         #pragma omp for schedule(dynamic, 1)
         for (int64_t panel = 0; panel < st.l.panels; panel++)
-            fast_prepare_panel(p, &st, panel);
-        #pragma omp for schedule(dynamic, 16)
+            fast_panel_hmax(p, &st, panel);
+        #pragma omp for schedule(dynamic, 64)
         for (int64_t i = 0; i < p->m; i++)
-            fast_row_entries(p, &st, i);
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t panel = 0; panel < st.l.panels; panel++)
-            fast_count_unsafe(p, &st, panel);
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < items; item++) {
-            int64_t chunk = item / st.row_blocks, block = item % st.row_blocks;
-            int64_t r0 = block * st.rows_per_block;
-            int64_t r1 = r0 + st.rows_per_block < p->m ? r0 + st.rows_per_block : p->m;
-            if (r0 < r1)
-                fast_item(p, &st, ks, chunk, r0, r1, private_base + tid * private_words);
+            fast_row_max(p, &st, i);
+        for (int64_t p0 = 0; p0 < st.l.panels; p0 += st.l.group) {
+            int64_t p1 = p0 + st.l.group < st.l.panels ? p0 + st.l.group : st.l.panels;
+            #pragma omp for schedule(dynamic, 16)
+            for (int64_t i = 0; i < p->m; i++)
+                fast_row_entries(p, &st, i, p0, p1);
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t q = 0; q < p1 - p0; q++)
+                fast_count_unsafe(p, &st, q);
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t item = 0; item < items; item++) {
+                int64_t chunk = item / st.row_blocks, block = item % st.row_blocks;
+                int64_t r0 = block * st.rows_per_block;
+                int64_t r1 = r0 + st.rows_per_block < p->m ? r0 + st.rows_per_block : p->m;
+                if (r0 < r1)
+                    fast_item(p, &st, ks, chunk, r0, r1, p0, p1, private_base + tid * private_words);
+            }
+        }
+        if (!fast_one_group(&st.l)) {
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t item = 0; item < items; item++) {
+                int64_t chunk = item / st.row_blocks, block = item % st.row_blocks;
+                int64_t r0 = block * st.rows_per_block;
+                int64_t r1 = r0 + st.rows_per_block < p->m ? r0 + st.rows_per_block : p->m;
+                if (r0 < r1)
+                    fast_finish_item(p, &st, ks, chunk, r0, r1);
+            }
         }
     }
 }
@@ -1090,8 +1172,8 @@ static int logadd_gauss(const lns_tables *t, const logadd_state *st)
     int64_t nmax = st->l.nmax;
     int bytes = 2 * (nmax + 1) <= 128;
     for (int64_t d = 0; d <= nmax; d++) {
-        int32_t sb = d < t->n_sb ? t->sb[d] : 0;
-        int32_t db = d == 0 ? 0 : (d < t->n_db ? t->db[d] : 0);
+        int32_t sb = (int32_t)lns_sb(t, (uint64_t)d);
+        int32_t db = d == 0 ? 0 : (int32_t)lns_db(t, (uint64_t)d);
         st->gauss[d] = sb;
         st->gauss[nmax + 1 + d] = d == 0 ? CANCEL : db;
         bytes = bytes && sb >= -128 && sb <= 127 && db >= -128 && db <= 127;
@@ -1104,7 +1186,7 @@ static int logadd_gauss(const lns_tables *t, const logadd_state *st)
 static int logadd_fits(const mm_problem *p, int64_t largest)
 {
     int64_t gamma = (int64_t)1 << p->t->frac_bits;
-    int64_t fall = p->t->n_db > 1 ? -(int64_t)p->t->db[1] : 0;
+    int64_t fall = -lns_db(p->t, 1);
     return largest <= LOGADD_INPUT_MAX && p->k * gamma <= LOGADD_DRIFT_MAX
            && fall <= LOGADD_DRIFT_MAX;
 }
@@ -1157,7 +1239,7 @@ __m512i gauss_permute(__m512i idx, __m512i d, __mmask16 differ, const int32_t *g
     {                                                                                         \
         int64_t npad = st->l.npad;                                                            \
         const int8_t *sa = p->sa + i * p->k;                                                  \
-        const int64_t *xa = p->xa + i * p->k;                                                 \
+        const int32_t *xa = p->xa + i * p->k;                                                 \
         const int32_t *gauss = st->gauss;                                                     \
         __m512i lo = _mm512_loadu_si512(st->gauss8), hi = _mm512_loadu_si512(st->gauss8 + 64); \
         __m512i nmax = _mm512_set1_epi32((int32_t)st->l.nmax);                                \
@@ -1330,8 +1412,8 @@ static void rowwise_parallel(const mm_problem *p, const kernel_set *ks, int stra
 }
 
 int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
-               const int8_t *sa, const int64_t *xa, const int64_t *a_offsets,
-               const int8_t *sb, const int64_t *xb, const int64_t *b_offsets,
+               const int8_t *sa, const int32_t *xa, const int64_t *a_offsets,
+               const int8_t *sb, const int32_t *xb, const int64_t *b_offsets,
                int32_t mode, int32_t margin, const lns_tables *t,
                int64_t *scratch, int64_t scratch_words, int32_t threads,
                int8_t *out_s, int64_t *out_x)

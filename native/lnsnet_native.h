@@ -34,10 +34,17 @@ typedef struct {
     const int64_t *mitchell;    /* gamma entries, each < 2**(LNS_POW2_BITS+1) */
     const int64_t *bound;       /* gamma entries */
     const int32_t *log2;        /* 2**(f+1) entries, each in 0..gamma */
-    const int32_t *sb;          /* n_sb entries */
-    int64_t n_sb;
-    const int32_t *db;          /* n_db entries */
-    int64_t n_db;
+    /* SB and DB, n entries each (0 from n on), packed as lnsnet/tables.py
+     * says: entries d < dense whole, then per block of 64 the first entry
+     * and a word of steps; read them with lns_sb and lns_db. */
+    int64_t n;
+    int64_t dense;
+    const int32_t *sb;          /* min(n, dense) entries */
+    const int32_t *db;
+    const int32_t *sb_base;     /* one per block (a dummy entry if none) */
+    const int32_t *db_base;
+    const uint64_t *sb_steps;
+    const uint64_t *db_steps;
 } lns_tables;
 
 int lns_num_threads(void);
@@ -59,7 +66,10 @@ void lns_to_fixed(int64_t n, const int8_t *s, const int64_t *x, int64_t frac,
 void lns_from_fixed(int64_t n, const int64_t *value, const int64_t *e0,
                     const lns_tables *t, int8_t *out_s, int64_t *out_x);
 
-void lns_sum(int64_t rows, int64_t k, const int8_t *s, const int64_t *x,
+/* The reductions (lns_sum, lns_matmul) read int32 exponents, the width
+ * tensors hold (lnsnet.format), so that no operand is widened for a call;
+ * the wrappers send wider ones that do not fit to the NumPy reference. */
+void lns_sum(int64_t rows, int64_t k, const int8_t *s, const int32_t *x,
              int32_t mode, int32_t margin, const lns_tables *t,
              int8_t *out_s, int64_t *out_x);
 
@@ -115,8 +125,8 @@ void lns_madam_exponents(int64_t n, const int8_t *g_s, const int64_t *g_x, const
 int64_t lns_matmul_scratch_words(int64_t batch, int64_t m, int64_t k, int64_t n,
                                  int32_t mode, const lns_tables *t, int32_t threads);
 int lns_matmul(int64_t batch, int64_t m, int64_t k, int64_t n,
-               const int8_t *sa, const int64_t *xa, const int64_t *a_offsets,
-               const int8_t *sb, const int64_t *xb, const int64_t *b_offsets,
+               const int8_t *sa, const int32_t *xa, const int64_t *a_offsets,
+               const int8_t *sb, const int32_t *xb, const int64_t *b_offsets,
                int32_t mode, int32_t margin, const lns_tables *t,
                int64_t *scratch, int64_t scratch_words, int32_t threads,
                int8_t *out_s, int64_t *out_x);
@@ -255,6 +265,31 @@ void lns_from_fixed_avx512(__m512i value, __m512i e0, const lns_tables *t,
 }
 #endif
 
+/* Entry d of a packed table (step -1 for SB, +1 for DB), 0 from n on. */
+static inline int64_t lns_packed_at(const int32_t *head, const int32_t *base,
+                                    const uint64_t *steps, int64_t step, const lns_tables *t,
+                                    uint64_t d)
+{
+    if (d >= (uint64_t)t->n)
+        return 0;
+    if (d < (uint64_t)t->dense)
+        return head[d];
+    uint64_t e = d - (uint64_t)t->dense;
+    /* bits 1..e mod 64; at e mod 64 = 63 the shift wraps 2 to 0, and 0 - 1 is every bit */
+    uint64_t below = steps[e / 64] & (((uint64_t)2 << (e % 64)) - 1);
+    return base[e / 64] + step * (int64_t)__builtin_popcountll(below);
+}
+
+static inline int64_t lns_sb(const lns_tables *t, uint64_t d)
+{
+    return lns_packed_at(t->sb, t->sb_base, t->sb_steps, -1, t, d);
+}
+
+static inline int64_t lns_db(const lns_tables *t, uint64_t d)
+{
+    return lns_packed_at(t->db, t->db_base, t->db_steps, 1, t, d);
+}
+
 /* a ⊕ b for one pair: lnsnet.kernels.elementwise.add for one element. */
 static inline void lns_add_one(int8_t sa, int64_t xa, int8_t sb, int64_t xb,
                                const lns_tables *t, int8_t *out_s, int64_t *out_x)
@@ -262,11 +297,7 @@ static inline void lns_add_one(int8_t sa, int64_t xa, int8_t sb, int64_t xb,
     int a_larger = xa >= xb;
     uint64_t d = a_larger ? (uint64_t)xa - (uint64_t)xb : (uint64_t)xb - (uint64_t)xa;
     int same = sa == sb;
-    int64_t corr;
-    if (same)
-        corr = d < (uint64_t)t->n_sb ? t->sb[d] : 0;
-    else
-        corr = d < (uint64_t)t->n_db ? t->db[d] : 0;
+    int64_t corr = same ? lns_sb(t, d) : lns_db(t, d);
     int8_t sign = a_larger ? sa : sb;
     int64_t x = (int64_t)((uint64_t)(a_larger ? xa : xb) + (uint64_t)corr);
     if (!same && d == 0)
@@ -283,10 +314,53 @@ static inline void lns_add_one(int8_t sa, int64_t xa, int8_t sb, int64_t xb,
 }
 
 #ifdef LNS_X86
-/* lns_add_one on 8 lanes (signs sign-extended to int64): both corrections
- * are masked gathers into one register (SB where the signs agree, DB where
- * they differ, 0 past either table's end), and the zero-operand and
- * cancellation rules are blends.  The sign comes out as 8 bytes. */
+/* The number of set bits in each 64-bit lane (AVX-512 without VPOPCNTDQ):
+ * a 16-entry table per nibble, then the bytes of each lane summed. */
+LNS_TARGET_AVX512 static inline __m512i lns_popcount_avx512(__m512i v)
+{
+    const __m512i nibble_bits = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    __m512i counts = _mm512_add_epi8(
+        _mm512_shuffle_epi8(nibble_bits, _mm512_and_si512(v, low)),
+        _mm512_shuffle_epi8(nibble_bits, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
+    return _mm512_sad_epu8(counts, _mm512_setzero_si512());
+}
+
+/* SB[d] where `same`, DB[d] elsewhere, on 8 lanes: masked gathers from the
+ * whole entries, and for lanes past them (only with a fine gamma) the
+ * block's first entry and its steps, counted as lns_packed_at does. */
+LNS_TARGET_AVX512 static inline
+__m256i lns_gauss_avx512(const lns_tables *t, __mmask8 same, __m512i d)
+{
+    __mmask8 inside = _mm512_cmplt_epu64_mask(d, _mm512_set1_epi64(t->n));
+    __mmask8 whole = inside & _mm512_cmplt_epu64_mask(d, _mm512_set1_epi64(t->dense));
+    __m256i corr = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), whole & same, d, t->sb, 4);
+    corr = _mm512_mask_i64gather_epi32(corr, whole & (__mmask8)~same, d, t->db, 4);
+    __mmask8 packed_sb = inside & (__mmask8)~whole & same;
+    __mmask8 packed_db = inside & (__mmask8)~whole & (__mmask8)~same;
+    if (packed_sb | packed_db) {
+        __m512i e = _mm512_sub_epi64(d, _mm512_set1_epi64(t->dense));
+        __m512i block = _mm512_srli_epi64(e, 6);
+        __m512i words = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), packed_sb, block,
+                                                    t->sb_steps, 8);
+        words = _mm512_mask_i64gather_epi64(words, packed_db, block, t->db_steps, 8);
+        __m256i base = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), packed_sb, block,
+                                                   t->sb_base, 4);
+        base = _mm512_mask_i64gather_epi32(base, packed_db, block, t->db_base, 4);
+        __m512i upto = _mm512_sub_epi64(
+            _mm512_sllv_epi64(_mm512_set1_epi64(2), _mm512_and_si512(e, _mm512_set1_epi64(63))),
+            _mm512_set1_epi64(1));
+        __m256i moves = _mm512_cvtepi64_epi32(lns_popcount_avx512(_mm512_and_si512(words, upto)));
+        corr = _mm256_mask_sub_epi32(corr, packed_sb, base, moves);
+        corr = _mm256_mask_add_epi32(corr, packed_db, base, moves);
+    }
+    return corr;
+}
+
+/* lns_add_one on 8 lanes (signs sign-extended to int64): the corrections
+ * come from lns_gauss_avx512, and the zero-operand and cancellation rules
+ * are blends.  The sign comes out as 8 bytes. */
 LNS_TARGET_AVX512 static inline
 void lns_add_avx512(__m512i a_sign, __m512i a_exp, __m512i b_sign, __m512i b_exp,
                     const lns_tables *t, __m128i *out_s, __m512i *out_x)
@@ -296,10 +370,7 @@ void lns_add_avx512(__m512i a_sign, __m512i a_exp, __m512i b_sign, __m512i b_exp
     __m512i d = _mm512_mask_blend_epi64(a_larger, _mm512_sub_epi64(b_exp, a_exp),
                                         _mm512_sub_epi64(a_exp, b_exp));
     __mmask8 same = _mm512_cmpeq_epi64_mask(a_sign, b_sign);
-    __mmask8 in_sb = same & _mm512_cmplt_epu64_mask(d, _mm512_set1_epi64(t->n_sb));
-    __mmask8 in_db = (__mmask8)~same & _mm512_cmplt_epu64_mask(d, _mm512_set1_epi64(t->n_db));
-    __m256i corr = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), in_sb, d, t->sb, 4);
-    corr = _mm512_mask_i64gather_epi32(corr, in_db, d, t->db, 4);
+    __m256i corr = lns_gauss_avx512(t, same, d);
     __m512i sign = _mm512_mask_blend_epi64(a_larger, b_sign, a_sign);
     __m512i x = _mm512_add_epi64(_mm512_mask_blend_epi64(a_larger, b_exp, a_exp),
                                  _mm512_cvtepi32_epi64(corr));

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lnsnet import LNSFormat
 from lnsnet.kernels import accumulate, elementwise
-from lnsnet.tables import MANT_BITS, POW2_BITS, tables_for
+from lnsnet.tables import MANT_BITS, PACK_BLOCK, POW2_BITS, PackedTable, tables_for
 
 GAMMAS = (1, 8, 64, 1024)
 
@@ -65,6 +65,31 @@ def test_gaussian_logs_every_d(gamma):
         sign, exp = elementwise.add(np.full(finite.shape, s_large, np.int8), finite,
                                     np.full(finite.shape, s_small, np.int8), np.zeros_like(finite), t)
         np.testing.assert_array_equal(exp[ok], want)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS + (4096, 65536))
+def test_packed_tables_read_back_every_entry(gamma):
+    """The packed SB and DB the C kernels read give every entry of the whole tables,
+    and 0 past their end; a fine gamma's pair packs into under an eighth of its size."""
+    t = tables_for(gamma)
+    d = np.concatenate([np.arange(t.essential_zero + 3 * PACK_BLOCK), [10 * t.essential_zero, 2**62]])
+    for packed, whole in ((t.sb_packed, t.sb), (t.db_packed, t.db)):
+        expected = np.zeros(d.shape, np.int64)
+        expected[:len(whole)] = whole
+        np.testing.assert_array_equal(packed.at(d), expected)
+    if gamma >= 4096:
+        assert t.sb_packed.dense == gamma
+        assert t.sb_packed.nbytes + t.db_packed.nbytes < (t.sb.nbytes + t.db.nbytes) / 8
+
+
+def test_packing_refuses_a_table_that_jumps():
+    """Past the whole entries a packed table moves one step per entry at most, in one direction."""
+    with pytest.raises(ValueError, match="more than one step"):
+        PackedTable(np.array([9, 7, 6, 6]), dense=0, step=-1, name="SB")
+    with pytest.raises(ValueError, match="more than one step"):
+        PackedTable(np.array([-5, -4, -5]), dense=1, step=+1, name="DB")
+    np.testing.assert_array_equal(PackedTable(np.array([9, 8, 8, 7]), dense=1, step=-1, name="SB")
+                                  .at(np.arange(6)), [9, 8, 8, 7, 0, 0])
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)

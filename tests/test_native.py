@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import lnsnet.kernels as dispatched
 from lnsnet import LNSFormat, bench, native
 from lnsnet.kernels import accumulate, elementwise, fixed, madam, quantize
-from lnsnet.tables import tables_for
+from lnsnet.tables import Tables, tables_for
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason="the C extension lnsnet._native_c is not built")
@@ -87,6 +87,22 @@ def test_add_sub_random(gamma, simd):
     sb, xb = operands(rng, (400,), spread=3 * n)
     for name in ("add", "sub"):
         same(getattr(native, name)(sa, xa, sb, xb, t), getattr(elementwise, name)(sa, xa, sb, xb, t))
+
+
+def test_add_fine_gamma_reads_packed_tables(simd):
+    """At gamma = 2**16 (Madam's state format) SB and DB are packed past d = gamma: every
+    lane reads them right, on each SIMD level, and the whole tables are never built."""
+    t = Tables(1 << 16)  # not tables_for's: another test may have built its whole tables
+    assert t.essential_zero > 16 * t.sb_packed.dense
+    rng = np.random.default_rng(16)
+    d = np.concatenate([rng.integers(0, t.essential_zero + 100, 4000),
+                        np.arange(t.sb_packed.dense - 70, t.sb_packed.dense + 200),
+                        np.arange(t.essential_zero - 200, t.essential_zero + 3)])
+    xb = rng.integers(-1000, 1000, d.shape)
+    signs = rng.choice(np.array([-1, 1], np.int8), (2,) + d.shape)
+    out = native.add(signs[0], xb + d, signs[1], xb, t)
+    assert "sb" not in vars(t) and "db" not in vars(t)
+    same(out, elementwise.add(signs[0], xb + d, signs[1], xb, t))
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)
@@ -459,6 +475,26 @@ def test_matmul_batched(simd):
     check_matmul(sa, xa, sb[None], xb[None], 1024, modes=("linear",))
 
 
+@pytest.mark.parametrize("gamma", (8, 16))
+def test_matmul_long_sums_in_groups(gamma, simd):
+    """A sum longer than one group of panels (FAST_GROUP_PANELS = 64 panels of 128/gamma
+    products in native/accumulate.c) carries its partial sums from group to group: the same
+    integers as the reference, on one thread or two, one product or a batch of them (each
+    then on one thread), with wide ranges sending products through the unsafe path."""
+    rng = np.random.default_rng(gamma + 11)
+    k = 2 * 64 * (128 // gamma) + 37  # two whole groups and part of a third
+    before = native.threads()
+    try:
+        for threads in (1, 2):
+            native.set_threads(threads)
+            for shape_a, n, octaves in (((5, k), 26, 3), ((40, k), 70, 40), ((4, 6, k), 20, 8)):
+                sa, xa = operands(rng, shape_a, spread=octaves * gamma, zeros=0.1)
+                sb, xb = operands(rng, (k, n), spread=octaves * gamma, zeros=0.1)
+                check_matmul(sa, xa, sb, xb, gamma, modes=("linear", "mitchell"))
+    finally:
+        native.set_threads(before)
+
+
 def test_matmul_threads_agree():
     rng = np.random.default_rng(10)
     sa, xa = eight_bit(rng, (70, 200))
@@ -555,18 +591,19 @@ def test_matmul_in_row_blocks_when_the_scratch_would_pass_its_budget(gamma, mode
 
 
 def test_matmul_not_split_where_b_fills_the_scratch(monkeypatch):
-    """Few rows and a long sum: B's part of the scratch dominates and every block would prepare
-    B again, so the product runs whole even past the budget."""
+    """logadd's scratch is all B's (its exponents re-encoded): row blocks would each encode B
+    again and shrink nothing, so the product runs whole even past the budget."""
     rng = np.random.default_rng(6)
     t = tables_for(8)
     sa, xa = operands(rng, (4, 3000), spread=40)
     sb, xb = operands(rng, (3000, 20), spread=40)
     c_tables = native._c_tables(t)
-    words = native.lib.lns_matmul_scratch_words(1, 4, 3000, 20, 0, c_tables, native.threads())
-    assert 2 * native.lib.lns_matmul_scratch_words(1, 1, 3000, 20, 0, c_tables, native.threads()) > words - 1
+    logadd = MODES.index("logadd")
+    words = native.lib.lns_matmul_scratch_words(1, 4, 3000, 20, logadd, c_tables, native.threads())
+    assert 2 * native.lib.lns_matmul_scratch_words(1, 1, 3000, 20, logadd, c_tables, native.threads()) > words - 1
     monkeypatch.setattr(native, "SCRATCH_BUDGET_WORDS", words - 1)
     calls = count_matmul_rows(monkeypatch)
-    same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
+    same(native.matmul(sa, xa, sb, xb, t, "logadd"), accumulate.matmul(sa, xa, sb, xb, t, "logadd"))
     assert calls == [4]
 
 
@@ -575,9 +612,10 @@ def test_scratch_past_the_budget_is_not_kept(monkeypatch):
     limit gets a buffer for that call only; the kept one stays within the limit."""
     rng = np.random.default_rng(5)
     t = tables_for(8)
-    sa, xa = operands(rng, (2, 3000), spread=40)
+    m = 2 * native.MIN_BLOCK_ROWS - 1  # too few rows for blocks
+    sa, xa = operands(rng, (m, 3000), spread=40)
     sb, xb = operands(rng, (3000, 20), spread=40)
-    words = native.lib.lns_matmul_scratch_words(1, 2, 3000, 20, 0, native._c_tables(t), native.threads())
+    words = native.lib.lns_matmul_scratch_words(1, m, 3000, 20, 0, native._c_tables(t), native.threads())
     monkeypatch.setattr(native, "SCRATCH_KEEP_WORDS", words // 2)
     monkeypatch.setattr(native, "_scratch", threading.local())
     same(native.matmul(sa, xa, sb, xb, t), accumulate.matmul(sa, xa, sb, xb, t))
@@ -593,15 +631,15 @@ def test_short_scratch_is_refused():
     c_tables = native._c_tables(tables_for(8))
     m = k = n = 8
     sa = np.ones(m * k, np.int8)
-    xa = np.zeros(m * k, np.int64)
+    xa = np.zeros(m * k, np.int32)
     out_s = np.full(m * n, 7, np.int8)
     out_x = np.full(m * n, 7, np.int64)
     words = lib.lns_matmul_scratch_words(1, m, k, n, 0, c_tables, 1)
     scratch = np.zeros(words - 1, np.int64)
     offsets = np.zeros(1, np.int64)
-    status = lib.lns_matmul(1, m, k, n, ffi.from_buffer("int8_t[]", sa), ffi.from_buffer("int64_t[]", xa),
+    status = lib.lns_matmul(1, m, k, n, ffi.from_buffer("int8_t[]", sa), ffi.from_buffer("int32_t[]", xa),
                             ffi.from_buffer("int64_t[]", offsets), ffi.from_buffer("int8_t[]", sa),
-                            ffi.from_buffer("int64_t[]", xa), ffi.from_buffer("int64_t[]", offsets),
+                            ffi.from_buffer("int32_t[]", xa), ffi.from_buffer("int64_t[]", offsets),
                             0, accumulate.left_margin(k), c_tables,
                             ffi.from_buffer("int64_t[]", scratch), len(scratch), 1,
                             ffi.from_buffer("int8_t[]", out_s), ffi.from_buffer("int64_t[]", out_x))

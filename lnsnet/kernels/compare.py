@@ -28,11 +28,15 @@ def maximum(sa, xa, sb, xb):
 
 
 def order_key(sign, exp) -> np.ndarray:
-    """An int64 key that sorts like the values: s * (x - min x + 1)."""
-    sign = np.asarray(sign, dtype=np.int64)
-    exp = np.asarray(exp, dtype=np.int64)
-    low = exp[sign != 0].min() if (sign != 0).any() else 0
-    return sign * (exp - low + 1)
+    """An int64 key that sorts like the values: s * (x - min x + 1), x the nonzero exponents."""
+    sign, exp = np.asarray(sign), np.asarray(exp)
+    nonzero = sign != 0
+    low = int(exp[nonzero].min()) if nonzero.any() else 0
+    # One int64 array, worked in place: a max-pool's windows are many.
+    key = exp.astype(np.int64)
+    key -= low - 1
+    key *= sign if sign.dtype.kind == "i" else sign.astype(np.int64)
+    return key
 
 
 def argmax(sign, exp, axis=-1) -> np.ndarray:

@@ -4,7 +4,8 @@ Forward: im2col turns every window into a row, and one matmul kernel call
 multiplies the rows by the weights (bias included as one more term, see
 ops/matmul.py): each output is one reduction, rounded once.
 Backward: the weight and bias gradients are the rows' products with the
-output gradient (again one matmul).  The input gradient is the transposed
+output gradient (again one matmul; the rows are unfolded again from the
+input rather than kept).  The input gradient is the transposed
 convolution, done the same way rather than by scattering window gradients
 back (which would need an LNS sum per overlap): the output gradient is
 dilated by the stride, padded by k-1 on each side, and correlated with the
@@ -20,8 +21,8 @@ from lnsnet.ops.window import im2col, output_size, pair
 from lnsnet.tables import tables_for
 from lnsnet.tensor import Tensor, quantize, working_gamma
 
-# Window entries the input gradient unfolds at once (about 9 MB).
-WINDOW_BUDGET = 1 << 20
+# Window entries the input gradient unfolds at once (about 1.3 MB).
+WINDOW_BUDGET = 1 << 18
 
 
 def _rows_to_nchw(rows: np.ndarray, n: int, h: int, w: int) -> np.ndarray:
@@ -44,23 +45,28 @@ class Conv2d(Affine):
         if ho < 1 or wo < 1:
             raise ValueError(f"conv2d: input of shape {x.shape} is smaller than the kernel of weight "
                              f"shape {w.shape} with padding {self.padding}")
-        self.x_shape = x.shape
-        sign, exp = self.affine_forward(im2col(x.sign, kernel, self.stride, self.padding),
-                                        im2col(x.exp, kernel, self.stride, self.padding), w, b)
+        self.x = x
+        sign, exp = self.affine_forward(w, b)
         n = x.shape[0]
         return quantize(_rows_to_nchw(sign, n, ho, wo), _rows_to_nchw(exp, n, ho, wo), x.fmt)
+
+    def rows(self, ones: int) -> tuple[np.ndarray, np.ndarray]:
+        kernel = self.w.shape[2:]
+        return (im2col(self.x.sign, kernel, self.stride, self.padding, ones, fill=1),
+                im2col(self.x.exp, kernel, self.stride, self.padding, ones, fill=0))
 
     def backward(self, g: Tensor):
         gamma = working_gamma(g, self.w)
         g_exp = g.exp_at(gamma)
         gx = self.input_gradient(g.sign, g_exp, gamma) if self.needs_grad[0] else None
         out = self.w.shape[0]
-        g_rows = (g.sign.transpose(0, 2, 3, 1).reshape(-1, out), g_exp.transpose(0, 2, 3, 1).reshape(-1, out))
-        return self.gradients(gx, *self.weight_gradients(*g_rows, gamma))
+        # (out, N*Ho*Wo), the windows' order: one copy, which the kernel reads as it is.
+        g_cols = (g.sign.transpose(1, 0, 2, 3).reshape(out, -1), g_exp.transpose(1, 0, 2, 3).reshape(out, -1))
+        return self.gradients(gx, *self.weight_gradients(*g_cols, gamma))
 
     def input_gradient(self, g_sign: np.ndarray, g_exp: np.ndarray, gamma: int) -> Tensor:
         """The transposed convolution of the output gradient (see the module docstring)."""
-        n, c, h, w = self.x_shape
+        n, c, h, w = self.x.shape
         out, _, kh, kw = self.w.shape
         (sh, sw), (ph, pw) = self.stride, self.padding
         hp, wp = h + 2 * ph, w + 2 * pw
@@ -71,7 +77,7 @@ class Conv2d(Affine):
         spots = (slice(None), slice(None), slice(kh - 1, kh + (ho - 1) * sh, sh),
                  slice(kw - 1, kw + (wo - 1) * sw, sw))
         grid_sign = np.zeros(grid_shape, np.int8)
-        grid_exp = np.zeros(grid_shape, np.int64)
+        grid_exp = np.zeros(grid_shape, g_exp.dtype)
         grid_sign[spots], grid_exp[spots] = g_sign, g_exp
         flipped = (slice(None), slice(None), slice(None, None, -1), slice(None, None, -1))
         w_sign = self.w.sign[flipped].transpose(0, 2, 3, 1).reshape(out * kh * kw, c)

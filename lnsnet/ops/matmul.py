@@ -48,13 +48,6 @@ class MatMul(Function):
         return ga, gb
 
 
-def append_ones(sign: np.ndarray, exp: np.ndarray):
-    """(rows, k) -> (rows, k+1) with a last column of ones (sign 1, exponent 0)."""
-    rows = sign.shape[0]
-    return (np.concatenate([sign, np.ones((rows, 1), sign.dtype)], axis=1),
-            np.concatenate([exp, np.zeros((rows, 1), exp.dtype)], axis=1))
-
-
 def weight_matrix(w: Tensor, b: Tensor | None):
     """w (out, k) and bias (out,) as the right operand (k [+1], out) of x @ w.T + b."""
     sign, exp = w.sign.reshape(w.shape[0], -1).T, w.exp.reshape(w.shape[0], -1).T
@@ -66,27 +59,32 @@ def weight_matrix(w: Tensor, b: Tensor | None):
 class Affine(Function):
     """rows (R, k) @ w.reshape(out, k).T + b -> (R, out): shared by linear and conv2d.
 
-    The subclass turns its input into rows (linear: as is; conv2d: im2col)
+    The subclass turns its input into rows (linear: as is; conv2d: im2col),
+    with a last column of ones (sign 1, exponent 0) when there is a bias,
     and its input gradient back; this class does the products and the
-    gradients of w and b.
+    gradients of w and b.  The rows are made again for the weight gradient
+    rather than kept from the forward pass: the subclass keeps its input,
+    which the graph holds anyway, and LeNet's conv1 rows are 6 MiB.
     """
 
-    def affine_forward(self, rows_sign, rows_exp, w: Tensor, b: Tensor | None):
+    def rows(self, ones: int) -> tuple[np.ndarray, np.ndarray]:
+        """The input as (R, k + ones) sign and exponent rows, the last `ones` columns ones."""
+        raise NotImplementedError
+
+    def affine_forward(self, w: Tensor, b: Tensor | None):
         self.w, self.has_bias = w, b is not None
-        if self.has_bias:
-            rows_sign, rows_exp = append_ones(rows_sign, rows_exp)
-        self.rows = rows_sign, rows_exp
-        return kernels.matmul(rows_sign, rows_exp, *weight_matrix(w, b), w.fmt.tables, self.mode)
+        return kernels.matmul(*self.rows(int(self.has_bias)), *weight_matrix(w, b), w.fmt.tables, self.mode)
 
     def weight_gradients(self, g_sign, g_exp, gamma: int):
-        """(gradient of w or None, gradient of b or None) from the gradient (R, out) at gamma."""
+        """(gradient of w or None, gradient of b or None) from the output gradient at gamma,
+        laid out (out, R): the left operand of its product with the rows."""
         want_w = self.needs_grad[1]
         want_b = self.has_bias and self.needs_grad[2]
         if not (want_w or want_b):
             return None, None
         w = self.w
-        rows_sign, rows_exp = self.rows
-        sign, exp = kernels.matmul(g_sign.T, g_exp.T, rows_sign, rescale(rows_exp, w.fmt.gamma, gamma),
+        rows_sign, rows_exp = self.rows(int(self.has_bias))
+        sign, exp = kernels.matmul(g_sign, g_exp, rows_sign, rescale(rows_exp, w.fmt.gamma, gamma),
                                    tables_for(gamma), self.mode)
         k = w.size // w.shape[0]
         gw = self.gradient(sign[:, :k].reshape(w.shape), exp[:, :k].reshape(w.shape), gamma) if want_w else None
@@ -99,15 +97,23 @@ class Affine(Function):
 
 
 class Linear(Affine):
+    def rows(self, ones: int) -> tuple[np.ndarray, np.ndarray]:
+        k = self.x.shape[-1]
+        sign, exp = self.x.sign.reshape(-1, k), self.x.exp.reshape(-1, k)
+        if not ones:
+            return sign, exp
+        rows = sign.shape[0]
+        return (np.concatenate([sign, np.ones((rows, ones), sign.dtype)], axis=1),
+                np.concatenate([exp, np.zeros((rows, ones), exp.dtype)], axis=1))
+
     def forward(self, x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {w.shape} "
                              f"(expected {w.shape[1]} features in the last axis)")
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"linear: bias of shape {b.shape} does not match weight of shape {w.shape}")
-        self.x_shape = x.shape
-        k = w.shape[1]
-        sign, exp = self.affine_forward(x.sign.reshape(-1, k), x.exp.reshape(-1, k), w, b)
+        self.x = x
+        sign, exp = self.affine_forward(w, b)
         out_shape = x.shape[:-1] + (w.shape[0],)
         return quantize(sign.reshape(out_shape), exp.reshape(out_shape), x.fmt)
 
@@ -118,8 +124,8 @@ class Linear(Affine):
         gx = None
         if self.needs_grad[0]:  # g @ w
             sign, exp = kernels.matmul(g_sign, g_exp, w.sign, w.exp_at(gamma), tables_for(gamma), self.mode)
-            gx = self.gradient(sign.reshape(self.x_shape), exp.reshape(self.x_shape), gamma)
-        return self.gradients(gx, *self.weight_gradients(g_sign, g_exp, gamma))
+            gx = self.gradient(sign.reshape(self.x.shape), exp.reshape(self.x.shape), gamma)
+        return self.gradients(gx, *self.weight_gradients(g_sign.T, g_exp.T, gamma))
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:

@@ -36,9 +36,25 @@ def windows(array: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int])
     return view[:, :, ::stride[0], ::stride[1]]
 
 
+# Window entries im2col copies at once when it adds columns.
+IM2COL_BLOCK = 1 << 16
+
+
 def im2col(array: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-           padding: tuple[int, int]) -> np.ndarray:
-    """(N, C, H, W) -> (N*Ho*Wo, C*kh*kw): one row per window, columns ordered (c, u, v)."""
+           padding: tuple[int, int], extra: int = 0, fill=0) -> np.ndarray:
+    """(N, C, H, W) -> (N*Ho*Wo, C*kh*kw + extra): one row per window, columns
+    ordered (c, u, v), then `extra` columns of `fill` (conv2d's bias column)."""
     view = windows(pad(array, padding), kernel, stride)
     n, c, ho, wo, kh, kw = view.shape
-    return view.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+    k = c * kh * kw
+    rows = view.transpose(0, 2, 3, 1, 4, 5)
+    if not extra:
+        return rows.reshape(n * ho * wo, k)
+    out = np.empty((n * ho * wo, k + extra), array.dtype)
+    out[:, k:] = fill
+    # A few images at a time: reshaping the strided windows copies them, and
+    # the copy of all of them would double the peak.
+    step = max(1, IM2COL_BLOCK // max(1, ho * wo * k))
+    for i in range(0, n, step):
+        out[i * ho * wo:(i + step) * ho * wo, :k] = rows[i:i + step].reshape(-1, k)
+    return out
