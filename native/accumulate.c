@@ -32,6 +32,10 @@
  *   (value ^ 2^63) and shifted logically: that equals the arithmetic shift
  *   plus 2^(63-g), and those constants are summed per row in advance and
  *   taken off once (bias).
+ *   The k panels are taken FAST_GROUP_PANELS at a time: B's prepared rows
+ *   and A's per-product entries are held for one group only, so that a
+ *   long sum needs no more scratch than 1024 products' worth (at gamma 8);
+ *   with more than one group the row sums carry over in a shared array.
  * - generic linear (any gamma): the reference formula per product,
  *   written so that the compiler vectorizes it over a chunk of columns.
  * - logadd: ⊕ per product in index order, vectorized over columns.  With
@@ -71,8 +75,9 @@
  * entries of a long sum are not all held at once. */
 #define FAST_GROUP_PANELS 64
 #define OFFSET_BINARY 0x8000000000000000ull
-/* ub of a zero b: so far down that every W_e is 0 (h >= 63). */
-#define ZERO_UB ((int64_t)1 << 40)
+/* ub of a zero b, and the most any ub is stored as: so far down that every
+ * W_e is 0 (h = (e + ub) >> f >= 63 for every gamma of the fast path). */
+#define ZERO_UB 1024
 /* An unsafe entry: the word offset of its variant row (< 2**16) and g (< 63). */
 #define UNSAFE_ENTRY(off, g) ((uint32_t)(off) | (uint32_t)(g) << 16)
 #define UNSAFE_OFF(e) ((e) & 0xFFFFu)
@@ -244,7 +249,7 @@ static int64_t ceil_div(int64_t a, int64_t b)
  * per thread). */
 typedef struct {
     int64_t gamma, kc, panels, group, npad;
-    int64_t amax, bmax, perm, hmax, sums, counts, offsets, unsafe, unsafe_count, unsafe_rows, bias;
+    int64_t amax, bmax, perm, hmax, sums, bu, bs, counts, offsets, unsafe, unsafe_count, unsafe_rows, bias;
     int64_t shared_words;
     int64_t variants, acc, row_first, private_words;
 } fast_layout;
@@ -265,13 +270,16 @@ static fast_layout fast_plan(int64_t m, int64_t k, int64_t n, int32_t f)
     l.panels = ceil_div(k, l.kc);
     l.group = l.panels < FAST_GROUP_PANELS ? l.panels : FAST_GROUP_PANELS;
     l.npad = ceil_div(n, CW) * CW;
-    int64_t a_cells = l.group * m * l.kc;  /* one group's entries */
+    int64_t a_cells = l.group * m * l.kc;       /* one group's entries */
+    int64_t b_cells = l.group * l.kc * l.npad;  /* one group's rows of B */
     l.amax = 0;
     l.bmax = l.amax + m;
     l.perm = l.bmax + n;
     l.hmax = l.perm + n;
     l.sums = l.hmax + l.panels;                  /* chunk-major: (chunk, row, CW) */
-    l.counts = l.sums + (fast_one_group(&l) ? 0 : m * l.npad + 8);
+    l.bu = l.sums + (fast_one_group(&l) ? 0 : m * l.npad + 8);  /* int32 */
+    l.bs = l.bu + ceil_div(b_cells, 2);                         /* int8 */
+    l.counts = l.bs + ceil_div(b_cells, 8);
     l.offsets = l.counts + a_cells;               /* uint16 */
     l.unsafe = l.offsets + ceil_div(a_cells, 4);  /* uint32 */
     l.unsafe_count = l.unsafe + ceil_div(a_cells, 2);
@@ -458,6 +466,8 @@ void logadd_chunk_body(const mm_problem *p, int64_t i, int64_t j0, int64_t width
 typedef struct {
     fast_layout l;
     int64_t *amax, *bmax, *perm, *hmax, *counts, *unsafe_count, *unsafe_rows;
+    int32_t *bu;
+    int8_t *bs;
     uint16_t *offsets;
     uint32_t *unsafe;
     uint64_t *sums, *bias;
@@ -473,6 +483,8 @@ static fast_state fast_setup(const mm_problem *p, int64_t *shared, int32_t threa
     st.bmax = shared + st.l.bmax;
     st.perm = shared + st.l.perm;
     st.hmax = shared + st.l.hmax;
+    st.bu = (int32_t *)(shared + st.l.bu);
+    st.bs = (int8_t *)(shared + st.l.bs);
     st.sums = align64(shared + st.l.sums);
     if (!fast_one_group(&st.l))
         memset(st.sums, 0, (size_t)(p->m * st.l.npad) * sizeof(uint64_t));
@@ -516,49 +528,36 @@ static void fast_sort_columns(const mm_problem *p, fast_state *st)
         st->perm[start[beta_of(st->bmax[j], gamma)]++] = j;
 }
 
-/* ub of entry kk of column j, whose sign is not 0. */
-static inline int64_t fast_ub(const mm_problem *p, const fast_state *st, int64_t kk, int64_t j)
+/* Phase 3, per group of panels: panel (the group's q-th) of B in sorted
+ * column order as (ub, sign), ub at most ZERO_UB, zero b and padding as
+ * (ZERO_UB, 0); and hmax, the largest (e + ub) >> f of a nonzero b.  Kept
+ * for one group only: all of a long sum's B (LeNet's conv1 weight gradient
+ * sums 50,176 products) took 14 MiB. */
+static void fast_prepare_panel(const mm_problem *p, fast_state *st, int64_t panel, int64_t q)
 {
-    int32_t f = p->t->frac_bits;
-    return st->l.gamma * ((st->bmax[j] >> f) + 1) - p->xb[kk * p->n + j];
-}
-
-/* Phase 3: hmax of a k panel, the largest (e + ub) >> f of a nonzero b. */
-static void fast_panel_hmax(const mm_problem *p, fast_state *st, int64_t panel)
-{
-    int64_t kc = st->l.kc, f = p->t->frac_bits;
-    int64_t k1 = (panel + 1) * kc < p->k ? (panel + 1) * kc : p->k;
+    int64_t gamma = st->l.gamma, kc = st->l.kc, npad = st->l.npad, f = p->t->frac_bits;
     int64_t ubmax = 0;
-    for (int64_t kk = panel * kc; kk < k1; kk++)
-        for (int64_t j = 0; j < p->n; j++)
-            if (p->sb[kk * p->n + j] != 0) {
-                int64_t ub = fast_ub(p, st, kk, j);
-                ubmax = ub > ubmax ? ub : ubmax;
+    for (int64_t c = 0; c < kc; c++) {
+        int64_t kk = panel * kc + c;
+        int32_t *bu = st->bu + (q * kc + c) * npad;
+        int8_t *bs = st->bs + (q * kc + c) * npad;
+        for (int64_t w = 0; w < npad; w++) {
+            int64_t ub = ZERO_UB;
+            int8_t sign = 0;
+            if (kk < p->k && w < p->n) {
+                int64_t j = st->perm[w];
+                int8_t s = p->sb[kk * p->n + j];
+                if (s != 0) {
+                    sign = s > 0 ? 1 : -1;
+                    ub = gamma * ((st->bmax[j] >> f) + 1) - p->xb[kk * p->n + j];
+                    ubmax = ub > ubmax ? ub : ubmax;
+                }
             }
-    st->hmax[panel] = (st->l.gamma - 1 + ubmax) >> f;
-}
-
-/* Row kk of B at one chunk's columns, in sorted order, as (ub, sign); zero b
- * and padding as (ZERO_UB, 0).  Worked out again at each build rather than
- * kept for all of B: for a long sum (LeNet's conv1 weight gradient sums
- * 50,176 products) the kept copy was 14 MiB of scratch. */
-static inline __attribute__((always_inline))
-void fast_chunk_row(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t kk,
-                    int64_t bu[CW], int8_t bs[CW])
-{
-    for (int64_t w = 0; w < CW; w++) {
-        int64_t q = chunk * CW + w;
-        bu[w] = ZERO_UB;
-        bs[w] = 0;
-        if (kk < p->k && q < p->n) {
-            int64_t j = st->perm[q];
-            int8_t s = p->sb[kk * p->n + j];
-            if (s != 0) {
-                bs[w] = s > 0 ? 1 : -1;
-                bu[w] = fast_ub(p, st, kk, j);
-            }
+            bu[w] = (int32_t)(ub < ZERO_UB ? ub : ZERO_UB);
+            bs[w] = sign;
         }
     }
+    st->hmax[panel] = (gamma - 1 + ubmax) >> f;
 }
 
 /* Phase 4: row maxima of A. */
@@ -630,7 +629,7 @@ static void fast_tl1(const mm_problem *p, int64_t gamma, int64_t *tl1)
 /* The variant rows of one (column chunk, k panel), offset binary, then the
  * zero row. */
 static inline __attribute__((always_inline))
-void fast_build_body(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t panel,
+void fast_build_body(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t q,
                      uint64_t *v)
 {
     const fast_layout *l = &st->l;
@@ -638,9 +637,8 @@ void fast_build_body(const mm_problem *p, const fast_state *st, int64_t chunk, i
     int64_t tl1[1 << FAST_MAX_F];
     fast_tl1(p, gamma, tl1);
     for (int64_t c = 0; c < kc; c++) {
-        int64_t bu[CW];
-        int8_t bs[CW];
-        fast_chunk_row(p, st, chunk, panel * kc + c, bu, bs);
+        const int32_t *bu = st->bu + (q * kc + c) * l->npad + chunk * CW;
+        const int8_t *bs = st->bs + (q * kc + c) * l->npad + chunk * CW;
         for (int64_t e = 0; e < gamma; e++) {
             uint64_t *pos = v + (e * kc + c) * CW;
             uint64_t *neg = v + ((gamma + e) * kc + c) * CW;
@@ -781,9 +779,9 @@ static void rows_portable(const int64_t *cnt, const uint16_t *off, const uint64_
 }
 
 static void build_portable(const mm_problem *p, const fast_state *st, int64_t chunk,
-                           int64_t panel, uint64_t *v)
+                           int64_t q, uint64_t *v)
 {
-    fast_build_body(p, st, chunk, panel, v);
+    fast_build_body(p, st, chunk, q, v);
 }
 
 static void finish_portable(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t r0,
@@ -797,10 +795,10 @@ LNS_KERNEL_SET(avx2, LNS_TARGET_AVX2)
 LNS_KERNEL_SET(avx512, LNS_TARGET_AVX512)
 
 LNS_TARGET_AVX2
-static void build_avx2(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t panel,
+static void build_avx2(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t q,
                        uint64_t *v)
 {
-    fast_build_body(p, st, chunk, panel, v);
+    fast_build_body(p, st, chunk, q, v);
 }
 
 LNS_TARGET_AVX2
@@ -844,7 +842,7 @@ static void rows_avx2(const int64_t *cnt, const uint16_t *off, const uint64_t *b
  * looked up by a permute (gamma <= 8: vpermq, gamma = 16: vpermt2q), which
  * use only the low bits of u, i.e. u mod gamma. */
 LNS_TARGET_AVX512
-static void build_avx512(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t panel,
+static void build_avx512(const mm_problem *p, const fast_state *st, int64_t chunk, int64_t q,
                          uint64_t *v)
 {
     const fast_layout *l = &st->l;
@@ -857,11 +855,11 @@ static void build_avx512(const mm_problem *p, const fast_state *st, int64_t chun
     __m128i fshift = _mm_cvtsi64_si128(f);
     __m512i ob = _mm512_set1_epi64((int64_t)OFFSET_BINARY), zero = _mm512_setzero_si512();
     for (int64_t c = 0; c < kc; c++) {
-        int64_t bu[CW];
-        int8_t bs[CW];
-        fast_chunk_row(p, st, chunk, panel * kc + c, bu, bs);
+        const int32_t *bu = st->bu + (q * kc + c) * l->npad + chunk * CW;
+        const int8_t *bs = st->bs + (q * kc + c) * l->npad + chunk * CW;
         __mmask16 negative = _mm_movepi8_mask(_mm_loadu_si128((const __m128i *)bs));
-        __m512i ub0 = _mm512_loadu_si512(bu), ub1 = _mm512_loadu_si512(bu + 8);
+        __m512i ub0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)bu));
+        __m512i ub1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(bu + 8)));
         for (int64_t e = 0; e < gamma; e++) {
             __m512i ev = _mm512_set1_epi64(e);
             __m512i u0 = _mm512_add_epi64(ub0, ev), u1 = _mm512_add_epi64(ub1, ev);
@@ -990,9 +988,9 @@ static void fast_item(const mm_problem *p, const fast_state *st, const kernel_se
         row_first[i - r0] = first_by_rho[st->amax[i] & (gamma - 1)];
     if (one_group)
         memset(acc, 0, (size_t)((r1 - r0) * CW) * sizeof(uint64_t));
-    for (int64_t panel = p0; panel < p1; panel++) {
-        ks->build(p, st, chunk, panel, v);
-        int64_t q = panel - p0, slot0 = q * p->m + r0;
+    for (int64_t q = 0; q < p1 - p0; q++) {
+        ks->build(p, st, chunk, q, v);
+        int64_t slot0 = q * p->m + r0;
         ks->rows(st->counts + slot0 * kc, st->offsets + slot0 * kc, st->bias + slot0, row_first,
                  r1 - r0, kc, v, acc);
         if (st->unsafe_rows[q] == 0)
@@ -1022,12 +1020,12 @@ static void fast_serial(const mm_problem *p, const kernel_set *ks, int64_t *shar
     fast_state st = fast_setup(p, shared, 1, level);
     column_max(p, 0, p->n, st.bmax);
     fast_sort_columns(p, &st);
-    for (int64_t panel = 0; panel < st.l.panels; panel++)
-        fast_panel_hmax(p, &st, panel);
     for (int64_t i = 0; i < p->m; i++)
         fast_row_max(p, &st, i);
     for (int64_t p0 = 0; p0 < st.l.panels; p0 += st.l.group) {
         int64_t p1 = p0 + st.l.group < st.l.panels ? p0 + st.l.group : st.l.panels;
+        for (int64_t panel = p0; panel < p1; panel++)
+            fast_prepare_panel(p, &st, panel, panel - p0);
         for (int64_t i = 0; i < p->m; i++)
             fast_row_entries(p, &st, i, p0, p1);
         for (int64_t q = 0; q < p1 - p0; q++)
@@ -1060,14 +1058,14 @@ static void fast_parallel(const mm_problem *p, const kernel_set *ks, int64_t *sh
         }
         #pragma omp single
         fast_sort_columns(p, &st);
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t panel = 0; panel < st.l.panels; panel++)
-            fast_panel_hmax(p, &st, panel);
         #pragma omp for schedule(dynamic, 64)
         for (int64_t i = 0; i < p->m; i++)
             fast_row_max(p, &st, i);
         for (int64_t p0 = 0; p0 < st.l.panels; p0 += st.l.group) {
             int64_t p1 = p0 + st.l.group < st.l.panels ? p0 + st.l.group : st.l.panels;
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t panel = p0; panel < p1; panel++)
+                fast_prepare_panel(p, &st, panel, panel - p0);
             #pragma omp for schedule(dynamic, 16)
             for (int64_t i = 0; i < p->m; i++)
                 fast_row_entries(p, &st, i, p0, p1);
@@ -1131,13 +1129,21 @@ static logadd_state logadd_setup(const mm_problem *p, int64_t *shared)
     return st;
 }
 
+/* Where entry kk of column group q0 starts: group-major, so that a group's
+ * k x 64 slice is one stretch of memory, read front to back.  (Row-major,
+ * at n = 1024 each step of kk jumped 4 KiB, a page: past the stride the
+ * hardware prefetchers follow.) */
+static inline int64_t logadd_cell(const mm_problem *p, int64_t kk, int64_t q0)
+{
+    return (q0 / LOGADD_GROUP * p->k + kk) * LOGADD_GROUP;
+}
+
 /* Row kk of B as int32 exponents and sign masks; returns max |x| of its nonzeros. */
 static int64_t logadd_encode_row(const mm_problem *p, const logadd_state *st, int64_t kk)
 {
     int64_t npad = st->l.npad, largest = 0;
-    int32_t *xb = st->xb + kk * npad;
-    uint16_t *negb = st->negb + kk * npad / 16;
     for (int64_t q = 0; q < npad; q += 16) {
+        int32_t *xb = st->xb + logadd_cell(p, kk, q - q % LOGADD_GROUP) + q % LOGADD_GROUP;
         uint16_t mask = 0;
         for (int64_t w = 0; w < 16; w++) {
             int64_t j = q + w;
@@ -1145,10 +1151,10 @@ static int64_t logadd_encode_row(const mm_problem *p, const logadd_state *st, in
             int64_t x = s != 0 ? p->xb[kk * p->n + j] : 0;
             int64_t mag = x < 0 ? -x : x;
             largest = mag > largest ? mag : largest;
-            xb[j] = s != 0 && mag <= LOGADD_INPUT_MAX ? (int32_t)x : ZERO_B;
+            xb[w] = s != 0 && mag <= LOGADD_INPUT_MAX ? (int32_t)x : ZERO_B;
             mask |= (uint16_t)((s < 0) << w);
         }
-        negb[q / 16] = mask;
+        st->negb[(logadd_cell(p, kk, q - q % LOGADD_GROUP) + q % LOGADD_GROUP) / 16] = mask;
     }
     return largest;
 }
@@ -1237,7 +1243,6 @@ __m512i gauss_permute(__m512i idx, __m512i d, __mmask16 differ, const int32_t *g
 #define LOGADD_GROUP_FN(name, target, lookup)                                                 \
     target static void name(const mm_problem *p, const logadd_state *st, int64_t i, int64_t q0) \
     {                                                                                         \
-        int64_t npad = st->l.npad;                                                            \
         const int8_t *sa = p->sa + i * p->k;                                                  \
         const int32_t *xa = p->xa + i * p->k;                                                 \
         const int32_t *gauss = st->gauss;                                                     \
@@ -1252,8 +1257,8 @@ __m512i gauss_permute(__m512i idx, __m512i d, __mmask16 differ, const int32_t *g
                 continue;                                                                     \
             __m512i xav = _mm512_set1_epi32((int32_t)xa[kk]);                                 \
             __mmask16 flip = sa[kk] < 0 ? 0xFFFF : 0;                                         \
-            const int32_t *xb = st->xb + kk * npad + q0;                                      \
-            const uint16_t *negb = st->negb + (kk * npad + q0) / 16;                          \
+            const int32_t *xb = st->xb + logadd_cell(p, kk, q0);                              \
+            const uint16_t *negb = st->negb + logadd_cell(p, kk, q0) / 16;                    \
             LOGADD_STEP(lookup, s0, n0, _mm512_add_epi32(xav, _mm512_loadu_si512(xb)),        \
                         negb[0] ^ flip);                                                      \
             LOGADD_STEP(lookup, s1, n1, _mm512_add_epi32(xav, _mm512_loadu_si512(xb + 16)),   \

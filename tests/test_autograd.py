@@ -10,6 +10,7 @@ import pytest
 
 import lnsnet
 from lnsnet import LNSFormat, Precision
+from lnsnet.tensor import Function
 
 F8 = LNSFormat(8, 8)
 F16 = LNSFormat(16, 1024)
@@ -75,6 +76,35 @@ def test_the_graph_is_freed_after_backward():
     assert alive() is None
     with pytest.raises(ValueError, match="freed"):
         loss.backward()
+
+
+def test_activations_are_freed_as_backward_passes_them():
+    """Once the functions that read an intermediate result have run backward, nothing holds
+    it (as in PyTorch): a network's activations are freed during backward, not at its end."""
+    alive_at_probe = {}
+
+    class Probe(Function):
+        """The identity; its backward looks at which watched results still exist."""
+
+        def forward(self, x):
+            return lnsnet.Tensor(x.sign.copy(), x.exp.copy(), x.fmt, x.scale)
+
+        def backward(self, g):
+            gc.collect()
+            alive_at_probe.update({name: ref() is not None for name, ref in watched.items()})
+            return (self.as_gradient(g),)
+
+    x = lnsnet.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    h = Probe.apply(x)
+    y = h * h
+    loss = lnsnet.ops.relu(y).sum()
+    watched = {"probe's result": weakref.ref(h), "h * h": weakref.ref(y)}
+    del h, y
+    gc.collect()
+    assert all(ref() is not None for ref in watched.values())  # the graph holds them
+    loss.backward()
+    assert alive_at_probe == {"probe's result": False, "h * h": False}
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, -4.0, 6.0], rtol=0.05)  # d(h*h)/dx = 2x
 
 
 def test_leaf_gradients_accumulate_across_backward_calls():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -540,6 +541,26 @@ def test_matmul_shape_errors_match_reference():
                np.ones((3, 3, 4), np.int8), np.zeros((3, 3, 4)), t)
     with pytest.raises(ValueError, match="accumulation mode"):
         native.matmul(*a, np.ones((3, 2), np.int8), np.zeros((3, 2)), t, "kahan")
+
+
+def test_matmul_reads_int32_exponents_without_a_copy():
+    """Tensors hold int32 exponents, the width the C reductions read: a contiguous int32
+    operand reaches the kernel as it is (int64 ones are narrowed, at half their size)."""
+    rng = np.random.default_rng(12)
+    t = tables_for(8)
+    sa, xa = operands(rng, (4000, 48), spread=40, exp_dtype=np.int32)
+    sb, xb = operands(rng, (48, 4), spread=40, exp_dtype=np.int32)
+    native.matmul(sa, xa, sb, xb, t)  # the kept scratch is allocated once
+    for exps, copied in ((xa, 0), (xa.astype(np.int64), xa.nbytes)):
+        tracemalloc.start()
+        try:
+            result = native.matmul(sa, exps, sb, xb, t)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        outputs = sum(r.nbytes for r in result)
+        assert copied <= peak - outputs < copied + xa.nbytes // 4, (peak, outputs)
+        same(result, accumulate.matmul(sa, xa, sb, xb, t))
 
 
 def test_matmul_huge_exponents_fall_back_to_reference():

@@ -41,6 +41,7 @@ import pytest
 import lnsnet
 from lnsnet import LNSFormat, ops
 from lnsnet.ops import conv as conv_module
+from lnsnet.ops import window as window_module
 from lnsnet.ops.loss import inner_gamma
 from lnsnet.ops.reduce import count_exponent
 from lnsnet.precision import Precision
@@ -416,6 +417,20 @@ def test_conv2d_input_gradient_in_image_blocks(stride, padding, monkeypatch):
     blocks = input_gradient()
     np.testing.assert_array_equal(whole[0], blocks[0])
     np.testing.assert_array_equal(whole[1], blocks[1])
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1)])
+def test_im2col_with_a_bias_column(stride, padding, monkeypatch):
+    """conv2d's rows with their column of ones, written a few images at a time, are the
+    windows with that column appended."""
+    x = np.random.default_rng(3).integers(-50, 50, (5, 2, 7, 6)).astype(np.int32)
+    plain = window_module.im2col(x, (3, 3), (stride, stride), (padding, padding))
+    appended = np.concatenate([plain, np.full((len(plain), 1), 9, np.int32)], axis=1)
+    for block in (window_module.IM2COL_BLOCK, 1):  # one image per block past the budget
+        monkeypatch.setattr(window_module, "IM2COL_BLOCK", block)
+        rows = window_module.im2col(x, (3, 3), (stride, stride), (padding, padding), extra=1, fill=9)
+        assert rows.dtype == x.dtype
+        np.testing.assert_array_equal(rows, appended)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
