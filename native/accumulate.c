@@ -1037,6 +1037,16 @@ static void fast_serial(const mm_problem *p, const kernel_set *ks, int64_t *shar
         fast_finish_item(p, &st, ks, chunk, 0, p->m);
 }
 
+/* Work item `item` of the team: its column chunk and rows [r0, r1); 0 if no rows. */
+static int fast_item_place(const mm_problem *p, const fast_state *st, int64_t item,
+                           int64_t *chunk, int64_t *r0, int64_t *r1)
+{
+    *chunk = item / st->row_blocks;
+    *r0 = item % st->row_blocks * st->rows_per_block;
+    *r1 = *r0 + st->rows_per_block < p->m ? *r0 + st->rows_per_block : p->m;
+    return *r0 < *r1;
+}
+
 /* One 2-D product, every phase split over the team. */
 static void fast_parallel(const mm_problem *p, const kernel_set *ks, int64_t *shared,
                           int64_t *private_base, int64_t private_words, int32_t threads,
@@ -1074,20 +1084,16 @@ static void fast_parallel(const mm_problem *p, const kernel_set *ks, int64_t *sh
                 fast_count_unsafe(p, &st, q);
             #pragma omp for schedule(dynamic, 1)
             for (int64_t item = 0; item < items; item++) {
-                int64_t chunk = item / st.row_blocks, block = item % st.row_blocks;
-                int64_t r0 = block * st.rows_per_block;
-                int64_t r1 = r0 + st.rows_per_block < p->m ? r0 + st.rows_per_block : p->m;
-                if (r0 < r1)
+                int64_t chunk, r0, r1;
+                if (fast_item_place(p, &st, item, &chunk, &r0, &r1))
                     fast_item(p, &st, ks, chunk, r0, r1, p0, p1, private_base + tid * private_words);
             }
         }
         if (!fast_one_group(&st.l)) {
             #pragma omp for schedule(dynamic, 1)
             for (int64_t item = 0; item < items; item++) {
-                int64_t chunk = item / st.row_blocks, block = item % st.row_blocks;
-                int64_t r0 = block * st.rows_per_block;
-                int64_t r1 = r0 + st.rows_per_block < p->m ? r0 + st.rows_per_block : p->m;
-                if (r0 < r1)
+                int64_t chunk, r0, r1;
+                if (fast_item_place(p, &st, item, &chunk, &r0, &r1))
                     fast_finish_item(p, &st, ks, chunk, r0, r1);
             }
         }
