@@ -205,8 +205,8 @@ def rescale(exp, src_gamma: int, dst_gamma: int, *, rounding="nearest", rng=None
     right shift by k bits, rounded to nearest (adding 2**(k-1) first: ties go
     toward the larger exponent) or stochastically (adding a uniform integer
     in [0, 2**k) from the seeded integer generator rng).  Between equal
-    gammas integer exponents come back as they are, not copied: a backward
-    pass reads LeNet's saved im2col rows this way, 6 MiB.
+    gammas integer exponents come back as they are, not copied: conv1's
+    weight gradient reads LeNet's im2col rows (6 MiB) this way.
     """
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"rescale: rounding={rounding!r}, expected one of {ROUNDING_MODES}")

@@ -30,7 +30,7 @@ from lnsnet.kernels import fixed as _fixed
 from lnsnet.kernels import madam as _madam
 from lnsnet.kernels import quantize as _quantize
 from lnsnet.kernels.elementwise import broadcast
-from lnsnet.tables import MANT_BITS, POW2_BITS, Tables
+from lnsnet.tables import MANT_BITS, PACK_BLOCK, POW2_BITS, Tables
 
 try:
     from lnsnet._native_c import ffi, lib
@@ -168,9 +168,9 @@ SCRATCH_BUDGET_WORDS = 1 << 18  # 2 MiB
 # of 50,176 products) took 5 times as long in blocks of 2 rows.
 MIN_BLOCK_ROWS = 128
 # The largest scratch kept between calls.  A product that row blocks cannot
-# shrink past it (few rows and a long sum, such as LeNet's conv1 weight
-# gradient, 4.4 MiB; or a scratch that is mostly B's, as in logadd mode)
-# gets a buffer for its call only.
+# shrink past it (fewer than 2 * MIN_BLOCK_ROWS rows, or a scratch that is
+# mostly B's: a 1024 x 1024 B takes 5 MiB, and logadd's is all B's) gets a
+# buffer for its call only.
 SCRATCH_KEEP_WORDS = 1 << 18  # 2 MiB
 
 
@@ -202,7 +202,10 @@ def _c_tables(tables: Tables):
     # SB and DB packed (lnsnet.tables.PackedTable); an empty part gets one
     # unread entry, so that no pointer is NULL.
     for name, packed in (("sb", tables.sb_packed), ("db", tables.db_packed)):
-        if packed.length != tables.essential_zero or packed.dense != tables.sb_packed.dense:
+        blocks = -(-(packed.length - packed.dense) // PACK_BLOCK)
+        if (packed.length != tables.essential_zero or packed.dense != tables.sb_packed.dense
+                or len(packed.head) != packed.dense or len(packed.base) != blocks
+                or len(packed.steps) != blocks):
             raise ValueError(f"native: packed {name} table does not match the tables' shape")
         arrays[name] = np.ascontiguousarray(packed.head if len(packed.head) else [0], dtype=np.int32)
         arrays[name + "_base"] = np.ascontiguousarray(packed.base if len(packed.base) else [0], dtype=np.int32)

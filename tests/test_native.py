@@ -106,6 +106,24 @@ def test_add_fine_gamma_reads_packed_tables(simd):
     same(out, elementwise.add(signs[0], xb + d, signs[1], xb, t))
 
 
+def test_tables_that_do_not_agree_are_refused():
+    """The C kernels trust the lengths of the tables they read: tables whose arrays do not
+    agree with their gamma are refused before any kernel runs."""
+    args = (np.ones(2, np.int8), np.zeros(2, np.int32), np.ones(2, np.int8), np.zeros(2, np.int32))
+    t = Tables(1024)
+    t.db_packed.steps = t.db_packed.steps[:-1]
+    with pytest.raises(ValueError, match="packed db table does not match"):
+        native.add(*args, t)
+    t = Tables(1024)
+    t.sb_packed.dense = 512
+    with pytest.raises(ValueError, match="packed sb table does not match"):
+        native.add(*args, t)
+    t = Tables(8)
+    t.pow2 = t.pow2[:4]
+    with pytest.raises(ValueError, match="pow2 table has shape"):
+        native.add(*args, t)
+
+
 @pytest.mark.parametrize("gamma", GAMMAS)
 def test_add_edge_cases(gamma):
     t = tables_for(gamma)
